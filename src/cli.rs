@@ -1,0 +1,211 @@
+//! Command line: one binary, one subcommand per mode. Every flag can also come from an
+//! environment variable (that is how the Helm chart sets them).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// The default CSI driver name (also the prefix of the Node annotation key).
+pub const DEFAULT_DRIVER_NAME: &str = "lvm-iscsi.csi.io";
+
+/// Kubernetes CSI driver: LVM volumes on a storage node, exported over iSCSI.
+#[derive(Debug, Parser)]
+#[command(name = "lvm-iscsi-csi", version, about)]
+pub struct Cli {
+    /// The mode to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The modes.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Identity + Controller services (storage node: LVM and the kernel iSCSI target).
+    Controller(ControllerArgs),
+    /// Identity + Node services (every node running pods: open-iscsi and mounts).
+    Node(NodeArgs),
+}
+
+/// Flags shared by every serving mode.
+#[derive(Debug, Args, Clone)]
+pub struct CommonArgs {
+    /// gRPC endpoint to listen on: unix:///path/to/csi.sock (a stale socket file is replaced).
+    #[arg(long, env = "CSI_ENDPOINT", default_value = "unix:///csi/csi.sock")]
+    pub endpoint: String,
+    /// CSI driver name reported by GetPluginInfo (must match the CSIDriver object).
+    #[arg(long, env = "CSI_DRIVER_NAME", default_value = DEFAULT_DRIVER_NAME)]
+    pub driver_name: String,
+    /// Run without a Kubernetes API server (lab, demos): node ids are initiator IQNs.
+    #[arg(long, env = "CSI_STANDALONE")]
+    pub standalone: bool,
+    /// Log format.
+    #[arg(long, env = "CSI_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log filter, in tracing's EnvFilter syntax (e.g. `info`, `lvm_iscsi_csi=debug`).
+    #[arg(long, env = "CSI_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Which kernel iSCSI target the controller drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TargetBackendKind {
+    /// LIO, configured by writing configfs directly.
+    Lio,
+    /// tgt (scsi-target-utils), configured with tgtadm.
+    Tgt,
+}
+
+/// Flags of `controller` mode.
+#[derive(Debug, Args, Clone)]
+pub struct ControllerArgs {
+    /// Flags shared with the node mode.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Kernel target backend.
+    #[arg(long, env = "CSI_TARGET_BACKEND", value_enum, default_value_t = TargetBackendKind::Lio)]
+    pub target_backend: TargetBackendKind,
+    /// iSCSI portal(s) initiators log in to, as ADDRESS:PORT (repeat or comma-separate).
+    /// The first one is also where the target listens.
+    #[arg(
+        long = "portal",
+        env = "CSI_PORTALS",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub portals: Vec<String>,
+    /// IQN prefix of the targets this driver creates; `:<vg>.<lv>` is appended.
+    #[arg(
+        long,
+        env = "CSI_IQN_PREFIX",
+        default_value = "iqn.2026-11.io.csi.lvm-iscsi"
+    )]
+    pub iqn_prefix: String,
+    /// Volume group used when a StorageClass names none.
+    #[arg(long, env = "CSI_DEFAULT_VOLUME_GROUP")]
+    pub default_volume_group: Option<String>,
+    /// Size of a volume whose request gives no capacity, in bytes.
+    #[arg(long, env = "CSI_DEFAULT_VOLUME_SIZE", default_value_t = 1 << 30)]
+    pub default_volume_size: u64,
+    /// Where configfs is mounted (LIO backend).
+    #[arg(long, env = "CSI_CONFIGFS_ROOT", default_value = "/sys/kernel/config")]
+    pub configfs_root: PathBuf,
+}
+
+/// How iscsiadm reaches the host's iscsid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IscsiadmMode {
+    /// `nsenter` into PID 1's namespaces (pod with hostPID): the host's own iscsiadm,
+    /// databases and iscsid.
+    Host,
+    /// Run iscsiadm directly (the host's /etc/iscsi, /var/lib/iscsi and /run/lock/iscsi
+    /// mounted into the container, iscsid reachable through the abstract socket).
+    Direct,
+}
+
+/// Flags of `node` mode.
+#[derive(Debug, Args, Clone)]
+pub struct NodeArgs {
+    /// Flags shared with the controller mode.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// This node's id: the Kubernetes node name (required unless --standalone, where the
+    /// initiator IQN is the default).
+    #[arg(long, env = "CSI_NODE_ID")]
+    pub node_id: Option<String>,
+    /// File holding this host's initiator name (`InitiatorName=iqn...`).
+    #[arg(
+        long,
+        env = "CSI_INITIATOR_NAME_FILE",
+        default_value = "/etc/iscsi/initiatorname.iscsi"
+    )]
+    pub initiator_name_file: PathBuf,
+    /// How to run iscsiadm.
+    #[arg(long, env = "CSI_ISCSIADM_MODE", value_enum, default_value_t = IscsiadmMode::Host)]
+    pub iscsiadm_mode: IscsiadmMode,
+    /// Maximum volumes attached to this node (0: no limit).
+    #[arg(long, env = "CSI_MAX_VOLUMES_PER_NODE", default_value_t = 0)]
+    pub max_volumes_per_node: i64,
+    /// How long to wait for the block device after a login.
+    #[arg(long, env = "CSI_DEVICE_TIMEOUT", value_parser = parse_seconds, default_value = "30")]
+    pub device_timeout: Duration,
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    s.trim_end_matches('s')
+        .parse::<u64>()
+        .map(Duration::from_secs)
+        .map_err(|_| format!("`{s}` is not a number of seconds"))
+}
+
+impl CommonArgs {
+    /// The socket path of a `unix://` endpoint.
+    pub fn socket_path(&self) -> Result<PathBuf, String> {
+        socket_path(&self.endpoint)
+    }
+}
+
+/// The socket path of a `unix://` endpoint (`unix:///a/b` or `unix:/a/b`).
+pub fn socket_path(endpoint: &str) -> Result<PathBuf, String> {
+    let path = endpoint
+        .strip_prefix("unix://")
+        .or_else(|| endpoint.strip_prefix("unix:"))
+        .ok_or_else(|| format!("endpoint `{endpoint}` must start with unix://"))?;
+    if !path.starts_with('/') {
+        return Err(format!(
+            "endpoint `{endpoint}` must be an absolute unix socket path"
+        ));
+    }
+    Ok(PathBuf::from(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_controller_flags() {
+        let cli = Cli::try_parse_from([
+            "x",
+            "controller",
+            "--endpoint",
+            "unix:///tmp/c.sock",
+            "--portal",
+            "10.0.0.1:3260,10.0.0.2:3260",
+            "--target-backend",
+            "tgt",
+            "--standalone",
+        ])
+        .unwrap();
+        let Command::Controller(a) = cli.command else {
+            panic!("not controller")
+        };
+        assert_eq!(a.portals, ["10.0.0.1:3260", "10.0.0.2:3260"]);
+        assert_eq!(a.target_backend, TargetBackendKind::Tgt);
+        assert!(a.common.standalone);
+        assert_eq!(
+            a.common.socket_path().unwrap(),
+            PathBuf::from("/tmp/c.sock")
+        );
+    }
+
+    #[test]
+    fn rejects_bad_endpoints_and_unknown_flags() {
+        assert!(socket_path("tcp://1.2.3.4:5").is_err());
+        assert!(socket_path("unix://relative").is_err());
+        assert_eq!(
+            socket_path("unix:/a.sock").unwrap(),
+            PathBuf::from("/a.sock")
+        );
+        assert!(Cli::try_parse_from(["x", "node", "--no-such-flag"]).is_err());
+    }
+}

@@ -1,0 +1,30 @@
+//! A Kubernetes CSI driver that gives pods persistent block volumes from LVM on a storage
+//! node, exported over iSCSI: OpenStack Cinder's LVM backend, in Kubernetes terms.
+//!
+//! # Layout
+//! - [`cli`]: the command line of the one binary (`controller`, `node`).
+//! - [`server`]: the gRPC server on a unix socket; [`telemetry`]: logging.
+//! - [`csi`]: the generated CSI v1 types, with secrets redacted from `Debug`.
+//! - [`error`]: the one mapping from our errors to gRPC codes.
+//! - [`identity`]: the Identity service and readiness probe.
+//! - [`controller`]: the Controller service (storage node): [`lvm`] + [`target`].
+//! - [`node`]: the Node service (every node): iSCSI login, device discovery, mounts.
+//! - [`chap`]: CHAP credentials derived from one key, shared by both sides.
+//! - [`ops`]: one operation per volume at a time.
+//! - [`exec`]: the one way external tools run (argv only, timeouts, redaction).
+//! - [`kube`]: the Node annotation that carries a node's initiator IQN.
+
+pub mod chap;
+pub mod cli;
+pub mod controller;
+pub mod csi;
+pub mod error;
+pub mod exec;
+pub mod identity;
+pub mod kube;
+pub mod lvm;
+pub mod node;
+pub mod ops;
+pub mod server;
+pub mod target;
+pub mod telemetry;

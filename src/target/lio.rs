@@ -1,0 +1,1 @@
+//! LIO through configfs.

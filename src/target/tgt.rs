@@ -1,0 +1,1 @@
+//! tgt through tgtadm.
