@@ -329,10 +329,13 @@ impl Runner for TokioRunner {
     }
 }
 
+/// Computes a fake answer from a command line (argv[0] is the program).
+type Responder = Box<dyn Fn(&[String]) -> Output + Send + Sync>;
+
 /// A scripted runner for unit tests: a responder decides each answer, every call is recorded.
 pub struct FakeRunner {
     /// Computes the answer for a command line (`program arg1 arg2 ...`, secrets included).
-    responder: Box<dyn Fn(&[String]) -> Output + Send + Sync>,
+    responder: Responder,
     /// Every command line seen, in order.
     calls: Mutex<Vec<Vec<String>>>,
 }
