@@ -6,6 +6,7 @@
 //! the StorageClass has a key. Only targets whose IQN starts with our prefix are ever listed
 //! or touched: targets of other software on the same host are left alone.
 
+pub mod fake;
 pub mod lio;
 pub mod tgt;
 

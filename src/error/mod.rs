@@ -2,6 +2,11 @@
 //! sidecars and kubelet do next (retry, give up, report), so they are chosen here and only
 //! here, with exhaustive matches. Messages carry the whole cause chain.
 
+//! One file per service: [`controller`] maps `ControllerError`, [`node`] maps `NodeError`.
+
+mod controller;
+mod node;
+
 use std::error::Error;
 
 /// `err` and all its sources, joined with ": ".

@@ -1,0 +1,1 @@
+//! ControllerError -> Status.

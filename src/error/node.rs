@@ -1,0 +1,1 @@
+//! NodeError -> Status.
