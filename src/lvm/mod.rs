@@ -1,1 +1,318 @@
-//! LVM.
+//! LVM through its command-line tools (`lvs`, `vgs`, `lvcreate`, `lvremove`, `lvchange`),
+//! run with the crate's [`Runner`](crate::exec::Runner): reports read as JSON
+//! ([`report`]), the driver's state kept in LV tags ([`tags`]), failures classified at the
+//! source ([`error`]).
+//!
+//! Contract: every method is one LVM command; "not found" is [`LvmError::NotFound`] and the
+//! caller decides whether that is success (DeleteVolume) or an error (publish).
+
+pub mod error;
+pub mod report;
+pub mod tags;
+
+pub use error::LvmError;
+pub use report::{Lv, LvKind, Vg};
+
+use crate::exec::{Cmd, SharedRunner};
+
+/// What [`Lvm::create`] makes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewLv {
+    /// Volume group.
+    pub vg: String,
+    /// LV name.
+    pub name: String,
+    /// Size in bytes, a multiple of the VG's extent size.
+    pub size: u64,
+    /// Thin pool in `vg` for a thin volume; `None` for a thick LV.
+    pub thin_pool: Option<String>,
+    /// Tags set in the same `lvcreate` call, so the LV never exists without them.
+    pub tags: Vec<String>,
+}
+
+/// The LVM command-line tools.
+#[derive(Clone)]
+pub struct Lvm {
+    /// Runs the tools.
+    runner: SharedRunner,
+}
+
+impl Lvm {
+    /// LVM driven through `runner`.
+    pub fn new(runner: SharedRunner) -> Self {
+        Lvm { runner }
+    }
+
+    /// Every LV (internal ones excluded) of every VG, in one `lvs` call.
+    pub async fn list(&self) -> Result<Vec<Lv>, LvmError> {
+        self.lvs(&[]).await
+    }
+
+    /// The LVs of `vg`.
+    pub async fn list_vg(&self, vg: &str) -> Result<Vec<Lv>, LvmError> {
+        self.lvs(&[vg]).await
+    }
+
+    /// LV `vg/name`, or `None` when it or its VG does not exist.
+    pub async fn get(&self, vg: &str, name: &str) -> Result<Option<Lv>, LvmError> {
+        match self.lvs(&[&format!("{vg}/{name}")]).await {
+            Ok(lvs) => Ok(lvs.into_iter().find(|lv| lv.vg == vg && lv.name == name)),
+            Err(LvmError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// VG `name`, or `None` when it does not exist.
+    pub async fn vg(&self, name: &str) -> Result<Option<Vg>, LvmError> {
+        match self.vgs(&[name]).await {
+            Ok(vgs) => Ok(vgs.into_iter().find(|vg| vg.name == name)),
+            Err(LvmError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The VGs named (all VGs when `names` is empty); a missing one is
+    /// [`LvmError::NotFound`].
+    pub async fn vgs(&self, names: &[&str]) -> Result<Vec<Vg>, LvmError> {
+        let cmd = Cmd::new("vgs")
+            .args(report_args(report::VG_FIELDS))
+            .args(names.iter().copied());
+        let out = self.output(&cmd).await?;
+        report::parse_vgs(&out).map_err(|e| LvmError::Parse {
+            command: cmd.display(),
+            detail: e.0,
+        })
+    }
+
+    /// Creates an LV with its tags. A thick LV gets its signatures wiped and its start
+    /// zeroed, so an extent that held another volume's filesystem never shows it to the node
+    /// (which formats only blank devices); a thin volume reads zeros until written.
+    pub async fn create(&self, lv: &NewLv) -> Result<(), LvmError> {
+        let size = format!("{}b", lv.size);
+        let mut cmd = Cmd::new("lvcreate").arg("--yes");
+        cmd = match &lv.thin_pool {
+            Some(pool) => cmd
+                .args(["--thin", "--virtualsize", &size, "--name", &lv.name])
+                .arg(format!("{}/{pool}", lv.vg)),
+            None => cmd
+                .args(["--wipesignatures", "y", "--zero", "y", "--size", &size])
+                .args(["--name", &lv.name])
+                .arg(&lv.vg),
+        };
+        for tag in &lv.tags {
+            cmd = cmd.args(["--addtag", tag]);
+        }
+        self.output(&cmd).await.map(drop)
+    }
+
+    /// Removes LV `vg/name`.
+    pub async fn remove(&self, vg: &str, name: &str) -> Result<(), LvmError> {
+        let cmd = Cmd::new("lvremove")
+            .arg("--yes")
+            .arg(format!("{vg}/{name}"));
+        self.output(&cmd).await.map(drop)
+    }
+
+    /// Adds and deletes tags of LV `vg/name` in one metadata update.
+    pub async fn change_tags(
+        &self,
+        vg: &str,
+        name: &str,
+        add: &[String],
+        delete: &[String],
+    ) -> Result<(), LvmError> {
+        let mut cmd = Cmd::new("lvchange");
+        for tag in add {
+            cmd = cmd.args(["--addtag", tag]);
+        }
+        for tag in delete {
+            cmd = cmd.args(["--deltag", tag]);
+        }
+        self.output(&cmd.arg(format!("{vg}/{name}")))
+            .await
+            .map(drop)
+    }
+
+    async fn lvs(&self, selection: &[&str]) -> Result<Vec<Lv>, LvmError> {
+        let cmd = Cmd::new("lvs")
+            .args(report_args(report::LV_FIELDS))
+            .args(selection.iter().copied());
+        let out = self.output(&cmd).await?;
+        report::parse_lvs(&out).map_err(|e| LvmError::Parse {
+            command: cmd.display(),
+            detail: e.0,
+        })
+    }
+
+    /// Runs `cmd`, returning stdout, or the classified failure.
+    async fn output(&self, cmd: &Cmd) -> Result<Vec<u8>, LvmError> {
+        let out = self.runner.output(cmd).await?;
+        if out.success() {
+            Ok(out.stdout)
+        } else {
+            Err(LvmError::classify(cmd, &out))
+        }
+    }
+}
+
+/// The arguments of a JSON report in bytes with the columns `fields`.
+fn report_args(fields: &str) -> [&str; 7] {
+    [
+        "--reportformat",
+        "json",
+        "--units",
+        "b",
+        "--nosuffix",
+        "-o",
+        fields,
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::{FakeRunner, Output};
+    use std::sync::Arc;
+
+    const ONE_LV: &str = r#"{"report":[{"lv":[{"vg_name":"csivg", "lv_name":"pvc-1", "lv_size":"8388608", "lv_attr":"-wi-a-----", "lv_tags":"lvm-iscsi-csi/name=pvc-1", "pool_lv":"", "lv_health_status":""}]}]}"#;
+
+    fn fake_lvm(f: impl Fn(&[String]) -> Output + Send + Sync + 'static) -> (Lvm, Arc<FakeRunner>) {
+        let fake = Arc::new(FakeRunner::new(f));
+        (Lvm::new(fake.clone()), fake)
+    }
+
+    #[tokio::test]
+    async fn create_thick_wipes_and_tags_in_one_call() {
+        let (lvm, fake) = fake_lvm(|_| Output::ok(""));
+        lvm.create(&NewLv {
+            vg: "csivg".into(),
+            name: "pvc-1".into(),
+            size: 8388608,
+            thin_pool: None,
+            tags: vec![
+                "lvm-iscsi-csi/name=pvc-1".into(),
+                "lvm-iscsi-csi/fs=xfs".into(),
+            ],
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            fake.calls(),
+            [
+                "lvcreate --yes --wipesignatures y --zero y --size 8388608b --name pvc-1 csivg \
+              --addtag lvm-iscsi-csi/name=pvc-1 --addtag lvm-iscsi-csi/fs=xfs"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn create_thin_uses_the_pool() {
+        let (lvm, fake) = fake_lvm(|_| Output::ok(""));
+        lvm.create(&NewLv {
+            vg: "csivg".into(),
+            name: "t".into(),
+            size: 4194304,
+            thin_pool: Some("pool0".into()),
+            tags: vec!["lvm-iscsi-csi/name=t".into()],
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            fake.calls(),
+            [
+                "lvcreate --yes --thin --virtualsize 4194304b --name t csivg/pool0 \
+              --addtag lvm-iscsi-csi/name=t"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn create_reports_insufficient_space() {
+        let (lvm, _) = fake_lvm(|_| {
+            Output::failed(
+                5,
+                "  Volume group \"csivg\" has insufficient free space (188 extents): 512 required.\n",
+            )
+        });
+        let err = lvm
+            .create(&NewLv {
+                vg: "csivg".into(),
+                name: "big".into(),
+                size: 1 << 31,
+                thin_pool: None,
+                tags: vec![],
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, LvmError::InsufficientSpace { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn get_reads_one_lv_and_maps_not_found_to_none() {
+        let (lvm, fake) = fake_lvm(|argv| {
+            if argv.last().map(String::as_str) == Some("csivg/pvc-1") {
+                Output::ok(ONE_LV)
+            } else {
+                Output::failed(5, "  Failed to find logical volume \"csivg/nope\"\n")
+            }
+        });
+        let lv = lvm.get("csivg", "pvc-1").await.unwrap().unwrap();
+        assert_eq!(lv.size, 8388608);
+        assert_eq!(lvm.get("csivg", "nope").await.unwrap(), None);
+        assert_eq!(
+            fake.calls()[0],
+            "lvs --reportformat json --units b --nosuffix -o \
+             vg_name,lv_name,lv_size,lv_attr,lv_tags,pool_lv,lv_health_status csivg/pvc-1"
+        );
+    }
+
+    #[tokio::test]
+    async fn get_propagates_other_failures() {
+        let (lvm, _) = fake_lvm(|_| Output::failed(5, "  Device mapper failure\n"));
+        assert!(matches!(
+            lvm.get("csivg", "x").await,
+            Err(LvmError::Command(_))
+        ));
+        let (lvm, _) = fake_lvm(|_| Output::ok("garbage"));
+        assert!(matches!(
+            lvm.get("csivg", "x").await,
+            Err(LvmError::Parse { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn vg_missing_is_none() {
+        let (lvm, _) = fake_lvm(|_| {
+            Output::failed(
+                5,
+                "  Volume group \"novg\" not found\n  Cannot process volume group novg\n",
+            )
+        });
+        assert_eq!(lvm.vg("novg").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn remove_and_tags_are_single_commands() {
+        let (lvm, fake) = fake_lvm(|argv| {
+            if argv[0] == "lvremove" {
+                Output::failed(5, "  Failed to find logical volume \"csivg/x\"\n")
+            } else {
+                Output::ok("")
+            }
+        });
+        assert!(matches!(
+            lvm.remove("csivg", "x").await,
+            Err(LvmError::NotFound { .. })
+        ));
+        lvm.change_tags("csivg", "x", &["a=1".into()], &["b=2".into()])
+            .await
+            .unwrap();
+        assert_eq!(
+            fake.calls(),
+            [
+                "lvremove --yes csivg/x",
+                "lvchange --addtag a=1 --deltag b=2 csivg/x"
+            ]
+        );
+    }
+}

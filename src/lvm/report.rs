@@ -1,0 +1,264 @@
+//! Pure parsing of LVM's JSON reports (`lvs`/`vgs --reportformat json --units b --nosuffix`):
+//! one call, typed rows, no column scraping (TopoLVM's lvm_state_json.go).
+
+use serde::Deserialize;
+
+/// The `lvs -o` columns this driver reads, in the order the tests' samples have them.
+pub const LV_FIELDS: &str = "vg_name,lv_name,lv_size,lv_attr,lv_tags,pool_lv,lv_health_status";
+
+/// The `vgs -o` columns this driver reads.
+pub const VG_FIELDS: &str = "vg_name,vg_size,vg_free,vg_extent_size";
+
+/// What kind of LV a row is (first character of `lv_attr`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LvKind {
+    /// A plain (linear/striped) LV: a thick volume.
+    Thick,
+    /// A thin volume in a thin pool.
+    Thin,
+    /// A thin pool.
+    ThinPool,
+    /// Anything else (snapshots, RAID, cache, internal LVs...).
+    Other,
+}
+
+/// One logical volume.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lv {
+    /// Volume group name.
+    pub vg: String,
+    /// LV name.
+    pub name: String,
+    /// Size in bytes (the virtual size for thin volumes).
+    pub size: u64,
+    /// The 10-character `lv_attr` string (see lvs(8)).
+    pub attr: String,
+    /// Tags, in LVM's order.
+    pub tags: Vec<String>,
+    /// The thin pool of a thin volume.
+    pub pool: Option<String>,
+    /// `lv_health_status`: empty when healthy, else e.g. `partial`, `refresh needed`.
+    pub health: String,
+}
+
+impl Lv {
+    /// The LV's kind, from `lv_attr`.
+    pub fn kind(&self) -> LvKind {
+        match self.attr.chars().next() {
+            Some('-') => LvKind::Thick,
+            Some('V') => LvKind::Thin,
+            Some('t') => LvKind::ThinPool,
+            _ => LvKind::Other,
+        }
+    }
+
+    /// Whether the LV is active (its device exists): `a` in the state column of `lv_attr`.
+    pub fn is_active(&self) -> bool {
+        self.attr.chars().nth(4) == Some('a')
+    }
+}
+
+/// One volume group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vg {
+    /// VG name.
+    pub name: String,
+    /// Total size in bytes.
+    pub size: u64,
+    /// Unallocated bytes.
+    pub free: u64,
+    /// Physical extent size in bytes: every LV size is a multiple of it.
+    pub extent_size: u64,
+}
+
+/// A report that does not have the expected shape.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct ReportError(pub String);
+
+#[derive(Deserialize)]
+struct Report<T> {
+    report: Vec<T>,
+}
+
+#[derive(Deserialize)]
+struct LvSection {
+    #[serde(default)]
+    lv: Vec<RawLv>,
+}
+
+#[derive(Deserialize)]
+struct VgSection {
+    #[serde(default)]
+    vg: Vec<RawVg>,
+}
+
+#[derive(Deserialize)]
+struct RawLv {
+    vg_name: String,
+    lv_name: String,
+    lv_size: String,
+    #[serde(default)]
+    lv_attr: String,
+    #[serde(default)]
+    lv_tags: String,
+    #[serde(default)]
+    pool_lv: String,
+    #[serde(default)]
+    lv_health_status: String,
+}
+
+#[derive(Deserialize)]
+struct RawVg {
+    vg_name: String,
+    vg_size: String,
+    vg_free: String,
+    vg_extent_size: String,
+}
+
+/// Parses `lvs --reportformat json --units b --nosuffix -o LV_FIELDS` output.
+pub fn parse_lvs(json: &[u8]) -> Result<Vec<Lv>, ReportError> {
+    let report: Report<LvSection> =
+        serde_json::from_slice(json).map_err(|e| ReportError(format!("lvs JSON: {e}")))?;
+    report
+        .report
+        .into_iter()
+        .flat_map(|s| s.lv)
+        .map(|r| {
+            Ok(Lv {
+                size: bytes("lv_size", &r.lv_size)?,
+                tags: r
+                    .lv_tags
+                    .split(',')
+                    .filter(|t| !t.is_empty())
+                    .map(String::from)
+                    .collect(),
+                pool: Some(r.pool_lv).filter(|p| !p.is_empty()),
+                vg: r.vg_name,
+                name: r.lv_name,
+                attr: r.lv_attr,
+                health: r.lv_health_status,
+            })
+        })
+        .collect()
+}
+
+/// Parses `vgs --reportformat json --units b --nosuffix -o VG_FIELDS` output.
+pub fn parse_vgs(json: &[u8]) -> Result<Vec<Vg>, ReportError> {
+    let report: Report<VgSection> =
+        serde_json::from_slice(json).map_err(|e| ReportError(format!("vgs JSON: {e}")))?;
+    report
+        .report
+        .into_iter()
+        .flat_map(|s| s.vg)
+        .map(|r| {
+            let vg = Vg {
+                size: bytes("vg_size", &r.vg_size)?,
+                free: bytes("vg_free", &r.vg_free)?,
+                extent_size: bytes("vg_extent_size", &r.vg_extent_size)?,
+                name: r.vg_name,
+            };
+            if vg.extent_size == 0 {
+                return Err(ReportError(format!("VG {} reports extent size 0", vg.name)));
+            }
+            Ok(vg)
+        })
+        .collect()
+}
+
+/// A byte count as printed with `--units b --nosuffix` (older LVM versions append `B`).
+fn bytes(field: &str, value: &str) -> Result<u64, ReportError> {
+    value
+        .trim()
+        .trim_end_matches('B')
+        .parse()
+        .map_err(|_| ReportError(format!("{field} `{value}` is not a byte count")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Captured in the lab (LVM 2.03.16): a thick LV with odd tags, a thin pool, a tagged
+    /// thin volume, with data_percent/metadata_percent columns we ignore.
+    const LVS: &str = r#"  {
+      "report": [
+          {
+              "lv": [
+                  {"vg_name":"csivg", "lv_name":"plain", "lv_size":"4194304", "lv_attr":"-wi-a-----", "lv_tags":"-ab,a!b&c#d+e:f=g/h_i.j-k", "pool_lv":"", "data_percent":"", "metadata_percent":"", "lv_health_status":""},
+                  {"vg_name":"csivg", "lv_name":"pool0", "lv_size":"268435456", "lv_attr":"twi-aotz--", "lv_tags":"", "pool_lv":"", "data_percent":"1.17", "metadata_percent":"11.33", "lv_health_status":""},
+                  {"vg_name":"csivg", "lv_name":"vol-abc", "lv_size":"33554432", "lv_attr":"Vwi-a-tz--", "lv_tags":"lvm-iscsi-csi/name=my#20vol#2f#c3#a9", "pool_lv":"pool0", "data_percent":"9.38", "metadata_percent":"", "lv_health_status":""}
+              ]
+          }
+      ]
+  }
+"#;
+
+    #[test]
+    fn parses_captured_lvs() {
+        let lvs = parse_lvs(LVS.as_bytes()).unwrap();
+        assert_eq!(lvs.len(), 3);
+        assert_eq!(lvs[0].name, "plain");
+        assert_eq!(lvs[0].size, 4194304);
+        assert_eq!(lvs[0].tags, ["-ab", "a!b&c#d+e:f=g/h_i.j-k"]);
+        assert_eq!(lvs[0].kind(), LvKind::Thick);
+        assert!(lvs[0].is_active());
+        assert_eq!(lvs[1].kind(), LvKind::ThinPool);
+        assert_eq!(lvs[2].kind(), LvKind::Thin);
+        assert_eq!(lvs[2].pool.as_deref(), Some("pool0"));
+        assert_eq!(lvs[2].tags, ["lvm-iscsi-csi/name=my#20vol#2f#c3#a9"]);
+        assert_eq!(lvs[1].pool, None);
+    }
+
+    #[test]
+    fn parses_empty_and_inactive() {
+        // `lvs csivg/nope` prints an empty report (and exits 5).
+        let empty = r#"  {
+      "report": [
+          {
+              "lv": [
+              ]
+          }
+      ]
+  }
+"#;
+        assert_eq!(parse_lvs(empty.as_bytes()).unwrap(), vec![]);
+        let inactive = r#"{"report":[{"lv":[{"vg_name":"csivg", "lv_name":"plain", "lv_size":"4194304", "lv_attr":"-wi-------", "lv_tags":"", "pool_lv":"", "lv_health_status":""}]}]}"#;
+        let lvs = parse_lvs(inactive.as_bytes()).unwrap();
+        assert!(!lvs[0].is_active());
+    }
+
+    #[test]
+    fn parses_captured_vgs() {
+        let vgs = r#"  {
+      "report": [
+          {
+              "vg": [
+                  {"vg_name":"csivg", "vg_size":"1069547520", "vg_free":"788529152", "vg_extent_size":"4194304"}
+              ]
+          }
+      ]
+  }
+"#;
+        assert_eq!(
+            parse_vgs(vgs.as_bytes()).unwrap(),
+            vec![Vg {
+                name: "csivg".into(),
+                size: 1069547520,
+                free: 788529152,
+                extent_size: 4194304
+            }]
+        );
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert!(parse_lvs(b"not json").is_err());
+        assert!(parse_lvs(
+            br#"{"report":[{"lv":[{"vg_name":"a","lv_name":"b","lv_size":"12.5g"}]}]}"#
+        )
+        .is_err());
+        assert!(parse_vgs(br#"{"report":[{"vg":[{"vg_name":"a","vg_size":"1","vg_free":"1","vg_extent_size":"0"}]}]}"#).is_err());
+        assert_eq!(bytes("x", "512B"), Ok(512));
+    }
+}
