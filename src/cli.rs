@@ -1,6 +1,7 @@
 //! Command line: one binary, one subcommand per mode. Every flag can also come from an
 //! environment variable (that is how the Helm chart sets them).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -25,6 +26,9 @@ pub enum Command {
     Controller(ControllerArgs),
     /// Identity + Node services (every node running pods: open-iscsi and mounts).
     Node(NodeArgs),
+    /// Check this host for what a mode needs; prints a fix for each problem and exits
+    /// non-zero when something blocking fails.
+    Doctor(DoctorArgs),
 }
 
 /// Flags shared by every serving mode.
@@ -45,6 +49,10 @@ pub struct CommonArgs {
     /// Log filter, in tracing's EnvFilter syntax (e.g. `info`, `lvm_iscsi_csi=debug`).
     #[arg(long, env = "CSI_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+    /// Serve Prometheus metrics (GET /metrics) and /healthz over HTTP on this address, e.g.
+    /// `0.0.0.0:9808`; not served when absent.
+    #[arg(long, env = "CSI_METRICS_ADDRESS")]
+    pub metrics_address: Option<SocketAddr>,
 }
 
 /// Log output format.
@@ -140,6 +148,68 @@ pub struct NodeArgs {
     pub device_timeout: Duration,
 }
 
+/// Flags of `doctor`.
+#[derive(Debug, Args, Clone)]
+pub struct DoctorArgs {
+    /// Which kind of node to check.
+    #[command(subcommand)]
+    pub role: DoctorRole,
+}
+
+/// What `doctor` checks.
+#[derive(Debug, Subcommand, Clone)]
+pub enum DoctorRole {
+    /// A storage node (controller mode): LVM, the volume group, the kernel target, the port.
+    Storage(DoctorStorageArgs),
+    /// A node running pods (node mode): iscsid, the initiator name, iscsi_tcp, kubelet.
+    Compute(DoctorComputeArgs),
+}
+
+/// Flags of `doctor storage` (the environment variables are the controller's, so the check
+/// run inside the controller container sees its configuration).
+#[derive(Debug, Args, Clone)]
+pub struct DoctorStorageArgs {
+    /// The volume group volumes are created in.
+    #[arg(long, env = "CSI_DEFAULT_VOLUME_GROUP")]
+    pub volume_group: String,
+    /// Thin pool LV in that volume group, if volumes are thin.
+    #[arg(long)]
+    pub thin_pool: Option<String>,
+    /// Kernel target backend.
+    #[arg(long, env = "CSI_TARGET_BACKEND", value_enum, default_value_t = TargetBackendKind::Lio)]
+    pub target_backend: TargetBackendKind,
+    /// Where configfs is mounted (LIO backend).
+    #[arg(long, env = "CSI_CONFIGFS_ROOT", default_value = "/sys/kernel/config")]
+    pub configfs_root: PathBuf,
+    /// Portal(s) as ADDRESS:PORT; the first is where the target listens.
+    #[arg(
+        long = "portal",
+        env = "CSI_PORTALS",
+        value_delimiter = ',',
+        default_value = "0.0.0.0:3260"
+    )]
+    pub portals: Vec<String>,
+}
+
+/// Flags of `doctor compute` (the environment variables are the node plugin's).
+#[derive(Debug, Args, Clone)]
+pub struct DoctorComputeArgs {
+    /// File holding this host's initiator name (`InitiatorName=iqn...`).
+    #[arg(
+        long,
+        env = "CSI_INITIATOR_NAME_FILE",
+        default_value = "/etc/iscsi/initiatorname.iscsi"
+    )]
+    pub initiator_name_file: PathBuf,
+    /// kubelet's root directory.
+    #[arg(long, default_value = "/var/lib/kubelet")]
+    pub kubelet_dir: PathBuf,
+    /// How iscsiadm reaches iscsid; in `host` mode files and tools are the host's (through
+    /// PID 1), as the node plugin sees them.
+    #[arg(long, env = "CSI_ISCSIADM_MODE", value_enum, default_value_t = IscsiadmMode::Host)]
+    pub iscsiadm_mode: IscsiadmMode,
+}
+
 fn parse_seconds(s: &str) -> Result<Duration, String> {
     s.trim_end_matches('s')
         .parse::<u64>()
@@ -207,5 +277,43 @@ mod tests {
             PathBuf::from("/a.sock")
         );
         assert!(Cli::try_parse_from(["x", "node", "--no-such-flag"]).is_err());
+    }
+
+    #[test]
+    fn parses_doctor_and_metrics_flags() {
+        let cli = Cli::try_parse_from([
+            "x",
+            "doctor",
+            "storage",
+            "--volume-group",
+            "vg0",
+            "--thin-pool",
+            "pool0",
+        ])
+        .unwrap();
+        let Command::Doctor(DoctorArgs {
+            role: DoctorRole::Storage(s),
+        }) = cli.command
+        else {
+            panic!("not doctor storage")
+        };
+        assert_eq!(s.volume_group, "vg0");
+        assert_eq!(s.thin_pool.as_deref(), Some("pool0"));
+        assert_eq!(s.portals, ["0.0.0.0:3260"]);
+        assert!(
+            Cli::try_parse_from(["x", "doctor", "compute", "--iscsiadm-mode", "direct"]).is_ok()
+        );
+        assert!(Cli::try_parse_from(["x", "doctor"]).is_err());
+
+        let cli =
+            Cli::try_parse_from(["x", "node", "--metrics-address", "127.0.0.1:9808"]).unwrap();
+        let Command::Node(n) = cli.command else {
+            panic!("not node")
+        };
+        assert_eq!(
+            n.common.metrics_address,
+            Some("127.0.0.1:9808".parse().unwrap())
+        );
+        assert!(Cli::try_parse_from(["x", "node", "--metrics-address", "nohost"]).is_err());
     }
 }

@@ -283,6 +283,8 @@ impl Runner for TokioRunner {
         child
             .args(&args)
             .env("LC_ALL", "C")
+            // LVM warns on stderr about every inherited descriptor; keep stderr for errors.
+            .env("LVM_SUPPRESS_FD_WARNINGS", "1")
             .stdin(if cmd.stdin_data().is_some() {
                 std::process::Stdio::piped()
             } else {
@@ -307,6 +309,7 @@ impl Runner for TokioRunner {
                 source,
             })?,
             Err(_) => {
+                crate::metrics::global().observe_command(cmd.program(), started.elapsed());
                 tracing::warn!(command = %cmd.display(), "command timed out");
                 return Err(ExecError::Timeout {
                     command: cmd.display(),
@@ -319,10 +322,12 @@ impl Runner for TokioRunner {
             stdout: out.stdout,
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         };
+        let elapsed = started.elapsed();
+        crate::metrics::global().observe_command(cmd.program(), elapsed);
         tracing::debug!(
             command = %cmd.display(),
             code = output.code,
-            elapsed_ms = started.elapsed().as_millis() as u64,
+            elapsed_ms = elapsed.as_millis() as u64,
             "ran command"
         );
         Ok(output)
@@ -425,6 +430,21 @@ mod tests {
         assert!(matches!(err, ExecError::Timeout { .. }));
         let err = r.run(&Cmd::new("/nonexistent/tool")).await.unwrap_err();
         assert!(matches!(err, ExecError::Spawn { .. }));
+    }
+
+    #[tokio::test]
+    async fn real_runs_are_timed_by_tool() {
+        TokioRunner::new()
+            .run(&Cmd::new("/bin/true"))
+            .await
+            .unwrap();
+        let text = crate::metrics::global().render();
+        assert!(
+            text.lines()
+                .any(|l| l
+                    .starts_with(r#"lvm_iscsi_csi_command_duration_seconds_count{tool="true"}"#)),
+            "{text}"
+        );
     }
 
     #[tokio::test]

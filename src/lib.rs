@@ -2,8 +2,10 @@
 //! node, exported over iSCSI: OpenStack Cinder's LVM backend, in Kubernetes terms.
 //!
 //! # Layout
-//! - [`cli`]: the command line of the one binary (`controller`, `node`).
+//! - [`cli`]: the command line of the one binary (`controller`, `node`, `doctor`).
 //! - [`server`]: the gRPC server on a unix socket; [`telemetry`]: logging.
+//! - [`metrics`]: Prometheus metrics, the per-RPC span/metrics layer, the /metrics endpoint.
+//! - [`doctor`]: host checks for a storage or compute node, with a fix for each problem.
 //! - [`csi`]: the generated CSI v1 types, with secrets redacted from `Debug`.
 //! - [`error`]: the one mapping from our errors to gRPC codes.
 //! - [`identity`]: the Identity service and readiness probe.
@@ -18,11 +20,13 @@ pub mod chap;
 pub mod cli;
 pub mod controller;
 pub mod csi;
+pub mod doctor;
 pub mod error;
 pub mod exec;
 pub mod identity;
 pub mod kube;
 pub mod lvm;
+pub mod metrics;
 pub mod node;
 pub mod ops;
 pub mod server;

@@ -1,5 +1,5 @@
 //! The gRPC server on a unix socket: stale socket replaced, socket private from the start,
-//! graceful shutdown on SIGTERM/SIGINT.
+//! every call under the per-RPC layer (span + metrics), graceful shutdown on SIGTERM/SIGINT.
 
 use std::future::Future;
 use std::io;
@@ -10,6 +10,19 @@ use nix::sys::stat::{umask, Mode};
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::server::Router;
+use tonic::transport::Server;
+use tower::layer::util::{Identity, Stack};
+
+use crate::metrics::{self, layer::RpcLayer};
+
+/// The layers every CSI server runs under: [`RpcLayer`] (one span per RPC, latency, codes).
+pub type Layers = Stack<RpcLayer, Identity>;
+
+/// A tonic server builder with [`Layers`] applied, recording into the process's metrics:
+/// `server::builder().add_service(...)`, then [`serve`].
+pub fn builder() -> Server<Layers> {
+    Server::builder().layer(RpcLayer::new(metrics::global().clone()))
+}
 
 /// Binds the CSI socket at `path`: an existing socket file (left by a crash) is removed, any
 /// other file there is an error; the socket is created mode 0660 so no other user can reach
@@ -38,10 +51,11 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
     bound
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then finishes in-flight calls.
+/// Serves `router` (built from [`builder`]) on `listener` until `shutdown` completes, then
+/// finishes in-flight calls.
 pub async fn serve(
     listener: UnixListener,
-    router: Router,
+    router: Router<Layers>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     router
@@ -68,7 +82,70 @@ pub async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::csi::identity_client::IdentityClient;
+    use crate::csi::identity_server::IdentityServer;
+    use crate::csi::ProbeRequest;
+    use crate::identity::{Health, IdentityService, Readiness};
     use std::os::unix::fs::PermissionsExt;
+    use std::sync::Arc;
+
+    /// Ready on the first probe, broken afterwards.
+    struct Flaky(std::sync::atomic::AtomicBool);
+
+    #[async_trait::async_trait]
+    impl Readiness for Flaky {
+        async fn check(&self) -> Health {
+            if self.0.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                Health::Broken("vg gone".into())
+            } else {
+                Health::Ready
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn served_calls_are_counted_by_grpc_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("csi.sock");
+        let listener = bind(&sock).unwrap();
+        let identity = IdentityService::new("d", Arc::new(Flaky(false.into())), false);
+        let router = builder().add_service(IdentityServer::new(identity));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, router, async {
+            let _ = stopped.await;
+        }));
+
+        let path = sock.clone();
+        let channel = tonic::transport::Endpoint::from_static("http://[::]:50051")
+            .connect_with_connector(tower::service_fn(move |_| {
+                let path = path.clone();
+                async move {
+                    tokio::net::UnixStream::connect(path)
+                        .await
+                        .map(hyper_util::rt::TokioIo::new)
+                }
+            }))
+            .await
+            .unwrap();
+        let mut client = IdentityClient::new(channel);
+        assert!(client.probe(ProbeRequest {}).await.is_ok());
+        let err = client.probe(ProbeRequest {}).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+
+        // Errors travel as trailers-only responses: the layer sees their code in the headers.
+        let text = metrics::global().render();
+        for code in ["Ok", "FailedPrecondition"] {
+            let series = format!(
+                r#"lvm_iscsi_csi_rpc_calls_total{{service="Identity",method="Probe",code="{code}"}} 1"#
+            );
+            assert!(
+                text.lines().any(|l| l == series),
+                "{series} missing:\n{text}"
+            );
+        }
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+    }
 
     #[tokio::test]
     async fn replaces_stale_socket_and_refuses_other_files() {
