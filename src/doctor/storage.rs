@@ -12,7 +12,9 @@ use serde::Deserialize;
 use super::procfs::{self, Listener};
 use super::{one_line, read, Finding, Host};
 use crate::cli::{DoctorStorageArgs, TargetBackendKind};
+use crate::error::full_message;
 use crate::exec::{Cmd, ExecError};
+use crate::lvm::{Lvm, LvmError};
 
 /// LVM's exit code when an object does not exist.
 const LVM_NOT_FOUND: i32 = 5;
@@ -39,7 +41,8 @@ pub async fn check(host: &Host, args: &DoctorStorageArgs) -> Vec<Finding> {
     findings
 }
 
-/// One row of an LVM JSON report (`--units b --nosuffix`: numbers as strings).
+/// An LVM JSON report (`--units b --nosuffix`: numbers as strings). The LVM layer's reports
+/// have no thin pool usage columns, hence this one for `lvs -o ...,data_percent`.
 #[derive(Debug, Deserialize)]
 struct Report<T> {
     /// One entry per report type; we ask for one.
@@ -58,16 +61,7 @@ fn first_row<T: for<'de> Deserialize<'de>>(stdout: &[u8]) -> Option<T> {
         .next()
 }
 
-/// A `vgs` row.
-#[derive(Debug, Deserialize)]
-struct VgRow {
-    /// Size in bytes.
-    vg_size: String,
-    /// Free bytes.
-    vg_free: String,
-}
-
-/// An `lvs` row.
+/// An `lvs` row of the thin pool.
 #[derive(Debug, Deserialize)]
 struct LvRow {
     /// Attribute string; `t` first for a thin pool.
@@ -107,56 +101,25 @@ fn lvm_missing(name: &'static str, e: &ExecError) -> Finding {
     )
 }
 
-/// `vgs VG` answers, and how much space is left.
+/// `vgs VG` answers (through the same LVM layer the controller uses), and how much space
+/// is left.
 async fn volume_group(host: &Host, vg: &str) -> Finding {
     const NAME: &str = "volume-group";
-    let cmd = Cmd::new("vgs").args([
-        "--reportformat",
-        "json",
-        "--units",
-        "b",
-        "--nosuffix",
-        "-o",
-        "vg_name,vg_size,vg_free",
-        vg,
-    ]);
-    let out = match host.output(cmd).await {
-        Ok(out) => out,
-        Err(e) => return lvm_missing(NAME, &e),
-    };
-    if out.code == LVM_NOT_FOUND && out.stderr.contains("not found") {
-        return Finding::fail(
+    match Lvm::new(host.runner.clone()).vg(vg).await {
+        Ok(Some(v)) => Finding::ok(
+            NAME,
+            format!("{vg}: {} total, {} free", human(v.size), human(v.free)),
+        ),
+        Ok(None) => Finding::fail(
             NAME,
             format!("volume group {vg} not found"),
             format!("create it (vgcreate {vg} /dev/<disk>) or pass the right --volume-group"),
-        );
-    }
-    if !out.success() {
-        return Finding::fail(
-            NAME,
-            format!(
-                "vgs {vg} failed (exit {}): {}",
-                out.code,
-                one_line(&out.stderr)
-            ),
-            "run `vgs` as root on this host and fix what it reports",
-        );
-    }
-    let sizes = first_row::<VgRow>(&out.stdout).and_then(|r| {
-        Some((
-            r.vg_size.parse::<u64>().ok()?,
-            r.vg_free.parse::<u64>().ok()?,
-        ))
-    });
-    match sizes {
-        Some((size, free)) => Finding::ok(
-            NAME,
-            format!("{vg}: {} total, {} free", human(size), human(free)),
         ),
-        None => Finding::warn(
+        Err(LvmError::Command(e @ ExecError::Spawn { .. })) => lvm_missing(NAME, &e),
+        Err(e) => Finding::fail(
             NAME,
-            format!("vgs {vg} answered but its report could not be read"),
-            "check the lvm2 version (JSON reports need lvm2 2.02.158 or later)",
+            one_line(&full_message(&e)),
+            "run `vgs` as root on this host and fix what it reports",
         ),
     }
 }
@@ -441,7 +404,7 @@ mod tests {
       "report": [
           {
               "vg": [
-                  {"vg_name":"csivg", "vg_size":"264241152", "vg_free":"121634816"}
+                  {"vg_name":"csivg", "vg_size":"264241152", "vg_free":"121634816", "vg_extent_size":"4194304"}
               ]
           }
       ]
@@ -563,7 +526,7 @@ configfs 57344 3 iscsi_target_mod,target_core_mod, Live 0xffffffffc0578000
         assert_eq!(
             fx.runner.calls(),
             [
-                "vgs --reportformat json --units b --nosuffix -o vg_name,vg_size,vg_free csivg",
+                "vgs --reportformat json --units b --nosuffix -o vg_name,vg_size,vg_free,vg_extent_size csivg",
                 "lvs --reportformat json --units b --nosuffix -o lv_name,lv_attr,lv_size,data_percent,metadata_percent csivg/pool0",
             ]
         );
