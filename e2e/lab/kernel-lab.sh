@@ -19,8 +19,9 @@
 #
 # In the guest: modules sd_mod, loop, dm_mod, dm_snapshot, dm_thin_pool, configfs, the LIO target
 # (target_core_*, iscsi_target_mod) and iscsi_tcp are loaded; configfs is mounted at
-# /sys/kernel/config; systemd-udevd and iscsid run; lo is up. tgtd is installed but not started
-# (a scenario that wants it runs `tgtd`; LIO and tgt both listen on port 3260 by default).
+# /sys/kernel/config; systemd-udevd and iscsid run; lo is up. LVM thin pools work
+# (thin-provisioning-tools). tgtd is installed but not started (a scenario that wants it runs
+# `tgtd`; LIO and tgt both listen on port 3260 by default).
 # The command runs under bash in the shared current directory; its stdout and stderr are
 # streamed back here while it runs.
 #
@@ -77,6 +78,9 @@ prepare_kernel() {
     [ -n "$KPKG" ] || { echo "kernel-lab: cannot tell which kernel linux-image-amd64 depends on" >&2; exit 125; }
   fi
   local kdir="$LAB_CACHE/$KPKG"
+  # Two guests started together (the two-host setup) must not both unpack the kernel.
+  exec 9>"$LAB_CACHE/.prepare.lock"
+  flock 9
   if [ ! -f "$kdir/ready" ]; then
     echo "kernel-lab: preparing $KPKG in $kdir" >&2
     rm -rf "$kdir" && mkdir -p "$kdir/deb"
@@ -89,6 +93,7 @@ prepare_kernel() {
     build_initrd "$kdir" "$kver"
     touch "$kdir/ready"
   fi
+  exec 9>&-
   KDIR=$kdir
 }
 
