@@ -65,6 +65,10 @@ impl TargetBackend for FakeTarget {
         self.check()
     }
 
+    fn data_lun(&self) -> u32 {
+        0
+    }
+
     async fn ensure_export(&self, spec: &ExportSpec) -> Result<(), TargetError> {
         self.check()?;
         self.with(|m| match m.get(&spec.iqn) {
@@ -94,9 +98,8 @@ impl TargetBackend for FakeTarget {
                 e.acls.insert(acl.initiator.clone(), acl.clone());
                 Ok(())
             }
-            None => Err(TargetError::Unavailable {
-                backend: "fake",
-                reason: format!("no target {iqn}"),
+            None => Err(TargetError::NoTarget {
+                iqn: iqn.to_string(),
             }),
         })
     }

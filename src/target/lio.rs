@@ -1,1 +1,0 @@
-//! LIO through configfs.
