@@ -211,6 +211,29 @@ pub(crate) fn check_name(what: &'static str, value: &str) -> Result<(), TargetEr
     }
 }
 
+/// A block device path usable as one argument and in LIO's `control` option string (split
+/// on `,` and newlines): absolute, no `,`, whitespace or control characters.
+pub(crate) fn check_device(device: &str) -> Result<(), TargetError> {
+    let reason = if !device.starts_with('/') {
+        Some("not an absolute path")
+    } else if device
+        .chars()
+        .any(|c| c == ',' || c.is_whitespace() || c.is_control())
+    {
+        Some("contains ',', whitespace or control characters")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(TargetError::Invalid {
+            what: "device",
+            value: device.to_string(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// A prefix as given on the command line, without a trailing `:`.
 pub(crate) fn normalize_prefix(prefix: String) -> String {
     match prefix.strip_suffix(':') {

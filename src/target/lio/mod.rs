@@ -39,8 +39,8 @@ use async_trait::async_trait;
 
 use self::configfs::{Configfs, Kind, RealConfigfs};
 use super::{
-    check_name, check_ours, is_ours, normalize_prefix, unit_serial, AclSpec, ExportSpec,
-    TargetBackend, TargetError, TargetState,
+    check_device, check_name, check_ours, is_ours, normalize_prefix, unit_serial, AclSpec,
+    ExportSpec, TargetBackend, TargetError, TargetState,
 };
 
 /// Our HBA directory under `target/core`: the iblock plugin with an index nobody else uses.
@@ -158,29 +158,6 @@ fn np_name(addr: &SocketAddr) -> String {
     match addr {
         SocketAddr::V4(a) => format!("{}:{}", a.ip(), a.port()),
         SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
-    }
-}
-
-/// A device path as LIO's `control` parser accepts it (options are split on `,` and
-/// newlines).
-fn check_device(device: &str) -> Result<(), TargetError> {
-    let reason = if !device.starts_with('/') {
-        Some("not an absolute path")
-    } else if device
-        .chars()
-        .any(|c| c == ',' || c.is_whitespace() || c.is_control())
-    {
-        Some("contains ',', whitespace or control characters")
-    } else {
-        None
-    };
-    match reason {
-        Some(reason) => Err(TargetError::Invalid {
-            what: "device",
-            value: device.to_string(),
-            reason,
-        }),
-        None => Ok(()),
     }
 }
 

@@ -1,1 +1,0 @@
-//! tgt through tgtadm.
