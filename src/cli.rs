@@ -101,9 +101,19 @@ pub struct ControllerArgs {
     /// Volume group used when a StorageClass names none.
     #[arg(long, env = "CSI_DEFAULT_VOLUME_GROUP")]
     pub default_volume_group: Option<String>,
-    /// Size of a volume whose request gives no capacity, in bytes.
+    /// Size in bytes of a volume whose CreateVolume gives no capacity (required_bytes 0;
+    /// capped by limit_bytes when one is given), rounded up to the VG's extent size.
     #[arg(long, env = "CSI_DEFAULT_VOLUME_SIZE", default_value_t = 1 << 30)]
     pub default_volume_size: u64,
+    /// How many times its size the thin volumes of a thin pool may add up to (1.0: no
+    /// overprovisioning; 2.0: twice the pool). CreateVolume beyond it is RESOURCE_EXHAUSTED.
+    #[arg(long, env = "CSI_THIN_OVERPROVISION_RATIO", default_value_t = 1.0, value_parser = parse_ratio)]
+    pub thin_overprovision_ratio: f64,
+    /// File holding the CHAP key (the `chapKey` of the StorageClass's Secret, mounted into the
+    /// controller pod). Needed to restore CHAP ACLs after a storage-node reboot; also used for
+    /// requests that carry no key.
+    #[arg(long, env = "CSI_CHAP_KEY_FILE")]
+    pub chap_key_file: Option<PathBuf>,
     /// Where configfs is mounted (LIO backend).
     #[arg(long, env = "CSI_CONFIGFS_ROOT", default_value = "/sys/kernel/config")]
     pub configfs_root: PathBuf,
@@ -208,6 +218,13 @@ pub struct DoctorComputeArgs {
     /// PID 1), as the node plugin sees them.
     #[arg(long, env = "CSI_ISCSIADM_MODE", value_enum, default_value_t = IscsiadmMode::Host)]
     pub iscsiadm_mode: IscsiadmMode,
+}
+
+fn parse_ratio(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!("`{s}` is not a positive number")),
+    }
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {

@@ -1,1 +1,259 @@
-//! ControllerError -> Status.
+//! ControllerError -> Status: every variant, no `_` arm. The code decides what
+//! external-provisioner and external-attacher do next, so only the per-volume guard (and
+//! ListVolumes' bad token, as the spec demands) gives ABORTED, and only conditions that pass
+//! by themselves (restore in progress, API server or target daemon unreachable) give
+//! UNAVAILABLE. Every CreateVolume failure after lvcreate has been rolled back before it is
+//! returned, so its code may be terminal.
+
+use tonic::{Code, Status};
+
+use super::full_message;
+use crate::controller::capacity::CapacityError;
+use crate::controller::resolver::ResolveError;
+use crate::controller::volume_id::IdError;
+use crate::controller::ControllerError;
+use crate::kube::KubeError;
+use crate::lvm::LvmError;
+use crate::target::TargetError;
+
+impl From<ControllerError> for Status {
+    fn from(err: ControllerError) -> Status {
+        Status::new(code(&err), full_message(&err))
+    }
+}
+
+/// The gRPC code of `err`.
+pub fn code(err: &ControllerError) -> Code {
+    use ControllerError as E;
+    match err {
+        E::Missing(_)
+        | E::Invalid { .. }
+        | E::Param(_)
+        | E::Capability(_)
+        | E::NoVolumeGroup { .. }
+        | E::NoThinPool { .. }
+        | E::Chap(_)
+        | E::Tag(_) => Code::InvalidArgument,
+        E::VolumeId(e) => match e {
+            IdError::Empty | IdError::Invalid { .. } => Code::InvalidArgument,
+            IdError::Unknown { .. } => Code::NotFound,
+        },
+        E::Capacity(e) => match e {
+            CapacityError::Negative { .. } | CapacityError::LimitBelowRequired { .. } => {
+                Code::InvalidArgument
+            }
+            CapacityError::TooLarge(_) | CapacityError::NoFit { .. } => Code::OutOfRange,
+        },
+        E::VolumeNotFound { .. } => Code::NotFound,
+        E::Resolve { source, .. } => match source.as_ref() {
+            ResolveError::NotAnInitiator { .. } => Code::NotFound,
+            ResolveError::BadAnnotation { .. } => Code::FailedPrecondition,
+            ResolveError::Kube(k) => match k {
+                KubeError::NodeNotFound(_) | KubeError::NoInitiator { .. } => Code::NotFound,
+                KubeError::Api(_) => Code::Unavailable,
+                KubeError::Config(_) => Code::Internal,
+            },
+        },
+        E::NameConflict { .. } | E::LvNameTaken { .. } | E::PublishConflict { .. } => {
+            Code::AlreadyExists
+        }
+        E::PublishedElsewhere { .. } | E::StillPublished { .. } => Code::FailedPrecondition,
+        E::NoSpace(_) => Code::ResourceExhausted,
+        E::Busy(_) | E::BadToken(_) => Code::Aborted,
+        E::Restoring => Code::Unavailable,
+        E::Unimplemented(_) => Code::Unimplemented,
+        E::Lvm { source, .. } => match source {
+            LvmError::NotFound { .. } => Code::NotFound,
+            LvmError::AlreadyExists { .. } => Code::AlreadyExists,
+            LvmError::InsufficientSpace { .. } => Code::ResourceExhausted,
+            LvmError::InUse { .. } => Code::FailedPrecondition,
+            LvmError::Command(_) | LvmError::Parse { .. } => Code::Internal,
+        },
+        E::Target { source, .. } => match source {
+            TargetError::Unavailable { .. } => Code::Unavailable,
+            TargetError::Unsupported { .. } => Code::FailedPrecondition,
+            TargetError::Configfs { .. }
+            | TargetError::Command(_)
+            | TargetError::Parse { .. }
+            | TargetError::Conflict { .. }
+            | TargetError::Foreign { .. }
+            | TargetError::NoTarget { .. }
+            | TargetError::Invalid { .. } => Code::Internal,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::params::ParamError;
+    use crate::exec::ExecError;
+
+    fn lvm(source: LvmError) -> ControllerError {
+        ControllerError::Lvm {
+            context: "creating vg/x".into(),
+            source,
+        }
+    }
+
+    fn cmd_failed() -> ExecError {
+        ExecError::Failed {
+            command: "lvcreate".into(),
+            code: 5,
+            stderr: "boom".into(),
+        }
+    }
+
+    /// The codes the sidecars react to, pinned: ABORTED only for the per-volume guard and
+    /// ListVolumes' token, UNAVAILABLE only for conditions that pass by themselves.
+    #[test]
+    fn retry_codes_are_reserved() {
+        let retrying = [
+            (ControllerError::Busy("vg/x".into()), Code::Aborted),
+            (ControllerError::BadToken("t".into()), Code::Aborted),
+            (ControllerError::Restoring, Code::Unavailable),
+            (
+                ControllerError::Target {
+                    context: "exporting".into(),
+                    source: TargetError::Unavailable {
+                        backend: "lio",
+                        reason: "no configfs".into(),
+                    },
+                },
+                Code::Unavailable,
+            ),
+        ];
+        for (err, want) in retrying {
+            assert_eq!(code(&err), want, "{err}");
+        }
+    }
+
+    /// Every way CreateVolume can fail is terminal for external-provisioner (no ABORTED,
+    /// UNAVAILABLE, DEADLINE_EXCEEDED or CANCELLED, which it would treat as "in progress").
+    #[test]
+    fn create_volume_failures_are_final() {
+        let create_failures = [
+            ControllerError::Missing("name"),
+            ControllerError::Param(ParamError::Unknown { key: "x".into() }),
+            ControllerError::Capacity(CapacityError::Negative {
+                field: "required_bytes",
+                value: -1,
+            }),
+            ControllerError::Capacity(CapacityError::TooLarge(1 << 63)),
+            ControllerError::Capability("MULTI_NODE_MULTI_WRITER".into()),
+            ControllerError::NoVolumeGroup { vg: "x".into() },
+            ControllerError::NoThinPool {
+                vg: "x".into(),
+                pool: "p".into(),
+            },
+            ControllerError::NameConflict {
+                name: "n".into(),
+                id: "vg/n".into(),
+                detail: "size".into(),
+            },
+            ControllerError::LvNameTaken {
+                id: "vg/n".into(),
+                name: "n".into(),
+            },
+            ControllerError::NoSpace("vg".into()),
+            lvm(LvmError::InsufficientSpace {
+                command: "lvcreate".into(),
+                stderr: "insufficient free space".into(),
+            }),
+            lvm(LvmError::AlreadyExists {
+                command: "lvcreate".into(),
+                stderr: "already exists".into(),
+            }),
+            lvm(LvmError::Command(cmd_failed())),
+            lvm(LvmError::Parse {
+                command: "lvs".into(),
+                detail: "x".into(),
+            }),
+        ];
+        let expected = [
+            Code::InvalidArgument,
+            Code::InvalidArgument,
+            Code::InvalidArgument,
+            Code::OutOfRange,
+            Code::InvalidArgument,
+            Code::InvalidArgument,
+            Code::InvalidArgument,
+            Code::AlreadyExists,
+            Code::AlreadyExists,
+            Code::ResourceExhausted,
+            Code::ResourceExhausted,
+            Code::AlreadyExists,
+            Code::Internal,
+            Code::Internal,
+        ];
+        for (err, want) in create_failures.iter().zip(expected) {
+            assert_eq!(code(err), want, "{err}");
+        }
+    }
+
+    #[test]
+    fn not_found_and_precondition_codes() {
+        use ControllerError as E;
+        assert_eq!(
+            code(&E::VolumeNotFound { id: "a/b".into() }),
+            Code::NotFound
+        );
+        assert_eq!(
+            code(&E::VolumeId(IdError::Unknown { id: "x".into() })),
+            Code::NotFound
+        );
+        assert_eq!(code(&E::VolumeId(IdError::Empty)), Code::InvalidArgument);
+        let node = |source| E::Resolve {
+            node_id: "n".into(),
+            source: Box::new(source),
+        };
+        assert_eq!(
+            code(&node(ResolveError::Kube(KubeError::NodeNotFound(
+                "n".into()
+            )))),
+            Code::NotFound
+        );
+        assert_eq!(
+            code(&node(ResolveError::NotAnInitiator {
+                node_id: "n".into()
+            })),
+            Code::NotFound
+        );
+        assert_eq!(
+            code(&E::PublishedElsewhere {
+                id: "a/b".into(),
+                nodes: vec!["n1".into()]
+            }),
+            Code::FailedPrecondition
+        );
+        assert_eq!(
+            code(&E::PublishConflict {
+                id: "a/b".into(),
+                node_id: "n".into(),
+                detail: "readonly".into()
+            }),
+            Code::AlreadyExists
+        );
+        assert_eq!(
+            code(&E::Unimplemented("CreateSnapshot")),
+            Code::Unimplemented
+        );
+    }
+
+    #[test]
+    fn message_is_the_whole_chain() {
+        let status = Status::from(lvm(LvmError::Command(cmd_failed())));
+        assert_eq!(status.code(), Code::Internal);
+        assert!(
+            status.message().starts_with("creating vg/x: "),
+            "{}",
+            status.message()
+        );
+        assert!(status.message().contains("boom"), "{}", status.message());
+        let s = Status::from(ControllerError::PublishedElsewhere {
+            id: "vg/a".into(),
+            nodes: vec!["n1".into(), "n2".into()],
+        });
+        assert!(s.message().contains("n1, n2"), "{}", s.message());
+    }
+}

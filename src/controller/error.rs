@@ -1,0 +1,173 @@
+//! Everything a Controller RPC can fail with. Variants carry the context (volume id, node,
+//! key) and wrap the layer errors; src/error/controller.rs maps them to gRPC codes.
+
+use crate::chap::ChapError;
+use crate::lvm::tags::TagError;
+use crate::lvm::LvmError;
+use crate::target::TargetError;
+
+use super::capacity::CapacityError;
+use super::params::ParamError;
+use super::resolver::ResolveError;
+use super::volume_id::IdError;
+
+/// A failed Controller RPC.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// A required field is missing.
+    #[error("{0} is required")]
+    Missing(&'static str),
+    /// The volume id is empty, malformed or not one of ours.
+    #[error(transparent)]
+    VolumeId(#[from] IdError),
+    /// A field has a value that cannot be used.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// The request field.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A StorageClass parameter is unknown or invalid.
+    #[error(transparent)]
+    Param(#[from] ParamError),
+    /// The capacity range is invalid or cannot be served.
+    #[error(transparent)]
+    Capacity(#[from] CapacityError),
+    /// A volume capability this driver does not serve.
+    #[error("unsupported volume capability: {0}")]
+    Capability(String),
+    /// No volume of ours has this id.
+    #[error("volume {id} does not exist")]
+    VolumeNotFound {
+        /// The volume id.
+        id: String,
+    },
+    /// The StorageClass names a volume group this storage node does not have.
+    #[error("volume group {vg:?} does not exist on the storage node")]
+    NoVolumeGroup {
+        /// The VG.
+        vg: String,
+    },
+    /// The StorageClass names a thin pool that does not exist.
+    #[error("thin pool {vg}/{pool} does not exist (or is not a thin pool)")]
+    NoThinPool {
+        /// The VG.
+        vg: String,
+        /// The pool.
+        pool: String,
+    },
+    /// The node's initiator could not be found.
+    #[error("cannot find the initiator of node {node_id:?}")]
+    Resolve {
+        /// The node id.
+        node_id: String,
+        /// Why (boxed: a Kubernetes error is large).
+        source: Box<ResolveError>,
+    },
+    /// The CSI name already belongs to a volume that does not match the request.
+    #[error("volume name {name:?} already exists as {id}, which is incompatible: {detail}")]
+    NameConflict {
+        /// The CSI name.
+        name: String,
+        /// The existing volume's id.
+        id: String,
+        /// What differs.
+        detail: String,
+    },
+    /// The LV name derived from the CSI name is taken by an LV that is not that volume.
+    #[error("logical volume {id} already exists and does not belong to volume name {name:?}")]
+    LvNameTaken {
+        /// The LV's id.
+        id: String,
+        /// The CSI name.
+        name: String,
+    },
+    /// The volume is already published to this node with other settings.
+    #[error("volume {id} is already published to node {node_id:?} with {detail}")]
+    PublishConflict {
+        /// The volume id.
+        id: String,
+        /// The node.
+        node_id: String,
+        /// What differs.
+        detail: String,
+    },
+    /// A single-node volume is published to another node.
+    #[error("volume {id} is published to node(s) {} and its access mode allows one node at a time", .nodes.join(", "))]
+    PublishedElsewhere {
+        /// The volume id.
+        id: String,
+        /// Where it is published.
+        nodes: Vec<String>,
+    },
+    /// DeleteVolume of a volume that is still published.
+    #[error("volume {id} is still published to node(s) {}: unpublish it first", .nodes.join(", "))]
+    StillPublished {
+        /// The volume id.
+        id: String,
+        /// Where it is published.
+        nodes: Vec<String>,
+    },
+    /// The VG or thin pool has not enough room.
+    #[error("not enough space: {0}")]
+    NoSpace(String),
+    /// Another operation on the same volume (or name) is running.
+    #[error("an operation on {0} is already in progress")]
+    Busy(String),
+    /// ListVolumes got a starting_token it did not hand out.
+    #[error("invalid starting_token {0:?}: start listing again without a token")]
+    BadToken(String),
+    /// The exports are being rebuilt after start-up; target operations wait for it.
+    #[error("the controller is restoring iSCSI exports after start-up; retry shortly")]
+    Restoring,
+    /// An RPC this driver does not offer.
+    #[error("{0} is not supported by this driver")]
+    Unimplemented(&'static str),
+    /// An LVM command failed.
+    #[error("{context}")]
+    Lvm {
+        /// What was being done.
+        context: String,
+        /// The LVM failure.
+        source: LvmError,
+    },
+    /// The iSCSI target backend failed.
+    #[error("{context}")]
+    Target {
+        /// What was being done.
+        context: String,
+        /// The backend failure.
+        source: TargetError,
+    },
+    /// The CHAP key in the request's secrets is unusable.
+    #[error("invalid CHAP key in the request's secrets")]
+    Chap(#[from] ChapError),
+    /// A value too long for an LV tag.
+    #[error(transparent)]
+    Tag(#[from] TagError),
+}
+
+/// Attaches context to a layer error.
+pub(crate) trait Context<T> {
+    /// Wraps the error with what was being done.
+    fn context(self, what: impl FnOnce() -> String) -> Result<T, ControllerError>;
+}
+
+impl<T> Context<T> for Result<T, LvmError> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T, ControllerError> {
+        self.map_err(|source| ControllerError::Lvm {
+            context: what(),
+            source,
+        })
+    }
+}
+
+impl<T> Context<T> for Result<T, TargetError> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T, ControllerError> {
+        self.map_err(|source| ControllerError::Target {
+            context: what(),
+            source,
+        })
+    }
+}

@@ -1,0 +1,285 @@
+//! ControllerPublishVolume and ControllerUnpublishVolume: Cinder's initialize_connection and
+//! terminate_connection. A publication is an LV tag (written first, as the intent), a target
+//! for the volume and an ACL for the node's initiator, with CHAP when a key is known.
+
+use std::collections::HashMap;
+
+use crate::csi::{ControllerPublishVolumeRequest, ControllerUnpublishVolumeRequest};
+use crate::lvm::tags::{Auth, Publication};
+use crate::target::AclSpec;
+
+use super::capability::{self, Access};
+use super::chap_key::ChapKey;
+use super::create::parse_known;
+use super::error::Context;
+use super::volume_id::VolumeId;
+use super::{ControllerError, Core};
+
+/// publish_context key: the target IQN to log in to.
+pub const TARGET_IQN: &str = "targetIqn";
+/// publish_context key: the portals, `ADDRESS:PORT` separated by commas.
+pub const PORTALS: &str = "portals";
+/// publish_context key: the LUN of the volume on the target.
+pub const LUN: &str = "lun";
+/// publish_context key: `CHAP` or `None`. The credentials themselves never travel: the node
+/// derives them from the same key.
+pub const AUTH_METHOD: &str = "authMethod";
+/// [`AUTH_METHOD`] with CHAP (mutual).
+pub const AUTH_CHAP: &str = "CHAP";
+/// [`AUTH_METHOD`] without authentication (ACL only).
+pub const AUTH_NONE: &str = "None";
+
+/// Longest node id accepted: a Kubernetes node name (DNS subdomain) can have 253 bytes.
+const MAX_NODE_ID: usize = 253;
+
+/// A checked ControllerPublishVolume request.
+#[derive(Debug, Clone)]
+pub struct PublishPlan {
+    /// The volume.
+    pub id: VolumeId,
+    /// The CSI node id.
+    pub node_id: String,
+    /// What the capability allows.
+    pub access: Access,
+    /// Publish read-only.
+    pub readonly: bool,
+    /// The CHAP key from the request's secrets.
+    pub key: Option<ChapKey>,
+}
+
+/// Checks a ControllerPublishVolume request before anything runs.
+pub fn validate_publish(
+    req: &ControllerPublishVolumeRequest,
+) -> Result<PublishPlan, ControllerError> {
+    let id: VolumeId = req.volume_id.parse()?;
+    check_node_id(&req.node_id)?;
+    let cap = req
+        .volume_capability
+        .as_ref()
+        .ok_or(ControllerError::Missing("volume_capability"))?;
+    let access = capability::check(cap).map_err(ControllerError::Capability)?;
+    Ok(PublishPlan {
+        id,
+        node_id: req.node_id.clone(),
+        access,
+        readonly: req.readonly,
+        key: ChapKey::from_secrets(&req.secrets)?,
+    })
+}
+
+/// Checks a ControllerUnpublishVolume request: `None` when the id cannot name a volume of
+/// ours (nothing to do).
+pub fn validate_unpublish(
+    req: &ControllerUnpublishVolumeRequest,
+) -> Result<Option<VolumeId>, ControllerError> {
+    let id = parse_known(&req.volume_id)?;
+    check_node_id(&req.node_id)?;
+    Ok(id)
+}
+
+fn check_node_id(node_id: &str) -> Result<(), ControllerError> {
+    if node_id.is_empty() {
+        return Err(ControllerError::Missing("node_id"));
+    }
+    if node_id.len() > MAX_NODE_ID || node_id.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(ControllerError::Invalid {
+            field: "node_id",
+            reason: "longer than 253 bytes, or contains whitespace or control characters".into(),
+        });
+    }
+    Ok(())
+}
+
+/// The publish_context of a volume exported as `iqn` at `lun`.
+pub fn publish_context(
+    iqn: &str,
+    portals: &[String],
+    lun: u32,
+    chap: bool,
+) -> HashMap<String, String> {
+    HashMap::from([
+        (TARGET_IQN.to_string(), iqn.to_string()),
+        (PORTALS.to_string(), portals.join(",")),
+        (LUN.to_string(), lun.to_string()),
+        (
+            AUTH_METHOD.to_string(),
+            if chap { AUTH_CHAP } else { AUTH_NONE }.to_string(),
+        ),
+    ])
+}
+
+impl Core {
+    /// Publishes `plan.id` to the node whose initiator is `initiator`; returns
+    /// publish_context. Repeating it returns the same context.
+    pub(crate) async fn publish(
+        &self,
+        plan: &PublishPlan,
+        initiator: &str,
+    ) -> Result<HashMap<String, String>, ControllerError> {
+        let id = &plan.id;
+        let v = self
+            .volume(id)
+            .await?
+            .ok_or_else(|| ControllerError::VolumeNotFound { id: id.to_string() })?;
+        let key = plan.key.as_ref().or(self.settings.chap_key.as_ref());
+        let wanted = Publication {
+            node_id: plan.node_id.clone(),
+            initiator: initiator.to_string(),
+            auth: key.map_or(Auth::None, |k| Auth::Chap { key_id: k.id() }),
+            multi_node: plan.access.multi_node,
+            readonly: plan.readonly,
+        };
+        let mine: Vec<&Publication> = v
+            .tags
+            .publications
+            .iter()
+            .filter(|p| p.node_id == plan.node_id)
+            .collect();
+        for p in &mine {
+            if p.readonly != wanted.readonly {
+                return Err(ControllerError::PublishConflict {
+                    id: id.to_string(),
+                    node_id: plan.node_id.clone(),
+                    detail: format!(
+                        "readonly={} (asked readonly={})",
+                        p.readonly, wanted.readonly
+                    ),
+                });
+            }
+            if p.multi_node != wanted.multi_node {
+                return Err(ControllerError::PublishConflict {
+                    id: id.to_string(),
+                    node_id: plan.node_id.clone(),
+                    detail: "another access mode (single-node vs multi-node)".into(),
+                });
+            }
+        }
+        let others: Vec<&Publication> = v
+            .tags
+            .publications
+            .iter()
+            .filter(|p| p.node_id != plan.node_id)
+            .collect();
+        if !others.is_empty() && (!wanted.multi_node || others.iter().any(|p| !p.multi_node)) {
+            let mut nodes: Vec<String> = others.iter().map(|p| p.node_id.clone()).collect();
+            nodes.sort();
+            nodes.dedup();
+            return Err(ControllerError::PublishedElsewhere {
+                id: id.to_string(),
+                nodes,
+            });
+        }
+
+        // The intent first: if anything below fails, restore (or the retry) finishes it.
+        let tag = wanted.to_tag()?;
+        let stale: Vec<String> = mine
+            .iter()
+            .map(|p| p.to_tag())
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .filter(|t| *t != tag)
+            .collect();
+        if !v.lv.tags.contains(&tag) || !stale.is_empty() {
+            let add = if v.lv.tags.contains(&tag) {
+                vec![]
+            } else {
+                vec![tag]
+            };
+            self.lvm
+                .change_tags(id.vg(), id.lv(), &add, &stale)
+                .await
+                .context(|| {
+                    format!("recording the publication of {id} to node {}", plan.node_id)
+                })?;
+        }
+
+        let spec = self.export_spec(id);
+        self.target
+            .ensure_export(&spec)
+            .await
+            .context(|| format!("exporting {id} as {}", spec.iqn))?;
+        let chap = key.map(|k| k.credentials(&id.to_string(), initiator));
+        if chap.is_none() {
+            tracing::warn!(volume_id = %id, node_id = %plan.node_id,
+                "no CHAP key in the request's secrets or --chap-key-file: the ACL alone protects this export");
+        }
+        let acl = AclSpec {
+            initiator: initiator.to_string(),
+            chap,
+        };
+        self.target
+            .ensure_acl(&spec.iqn, &acl)
+            .await
+            .context(|| format!("allowing initiator {initiator} on {}", spec.iqn))?;
+        // The node's initiator changed (reinstalled host): the old one loses access.
+        for old in mine.iter().filter(|p| p.initiator != initiator) {
+            self.target
+                .remove_acl(&spec.iqn, &old.initiator)
+                .await
+                .context(|| {
+                    format!(
+                        "removing the old initiator {} from {}",
+                        old.initiator, spec.iqn
+                    )
+                })?;
+        }
+        tracing::info!(volume_id = %id, node_id = %plan.node_id, initiator, iqn = %spec.iqn, "volume published");
+        Ok(publish_context(
+            &spec.iqn,
+            &self.settings.portals,
+            self.target.data_lun(),
+            key.is_some(),
+        ))
+    }
+
+    /// Removes the publication of `id` to `node_id`: ACL, then tag, then the export when no
+    /// publication is left. An unknown volume or node is success.
+    pub(crate) async fn unpublish(
+        &self,
+        id: &VolumeId,
+        node_id: &str,
+    ) -> Result<(), ControllerError> {
+        let Some(v) = self.volume(id).await? else {
+            tracing::info!(volume_id = %id, "volume does not exist: nothing to unpublish");
+            return Ok(());
+        };
+        let (mine, rest): (Vec<&Publication>, Vec<&Publication>) = v
+            .tags
+            .publications
+            .iter()
+            .partition(|p| p.node_id == node_id);
+        if mine.is_empty() && !rest.is_empty() {
+            tracing::info!(volume_id = %id, node_id, "volume is not published to this node");
+            return Ok(());
+        }
+        self.check_restored()?;
+        let iqn = self.iqn(id);
+        for p in &mine {
+            if rest.iter().any(|r| r.initiator == p.initiator) {
+                continue;
+            }
+            self.target
+                .remove_acl(&iqn, &p.initiator)
+                .await
+                .context(|| format!("removing initiator {} from {iqn}", p.initiator))?;
+        }
+        if !mine.is_empty() {
+            let tags = mine
+                .iter()
+                .map(|p| p.to_tag())
+                .collect::<Result<Vec<_>, _>>()?;
+            self.lvm
+                .change_tags(id.vg(), id.lv(), &[], &tags)
+                .await
+                .context(|| format!("removing the publication of {id} to node {node_id}"))?;
+        }
+        if rest.is_empty() {
+            self.target
+                .remove_export(&iqn)
+                .await
+                .context(|| format!("removing export {iqn}"))?;
+        }
+        tracing::info!(volume_id = %id, node_id, "volume unpublished");
+        Ok(())
+    }
+}

@@ -1,0 +1,228 @@
+//! The read-only RPCs: ValidateVolumeCapabilities, ListVolumes, GetCapacity,
+//! ControllerGetVolume.
+
+use crate::csi::{
+    controller_get_volume_response, list_volumes_response, validate_volume_capabilities_response,
+    ControllerGetVolumeResponse, GetCapacityRequest, GetCapacityResponse, ListVolumesRequest,
+    ListVolumesResponse, ValidateVolumeCapabilitiesRequest, ValidateVolumeCapabilitiesResponse,
+};
+use crate::lvm::LvKind;
+
+use super::capability;
+use super::capacity::thin_headroom;
+use super::error::Context;
+use super::params::{self, Params};
+use super::volume_id::VolumeId;
+use super::{ControllerError, Core, Volume};
+
+impl Core {
+    /// ValidateVolumeCapabilities: confirmed only when every capability is served and the
+    /// parameters and context given are this volume's.
+    pub(crate) async fn validate_capabilities(
+        &self,
+        req: &ValidateVolumeCapabilitiesRequest,
+    ) -> Result<ValidateVolumeCapabilitiesResponse, ControllerError> {
+        let id: VolumeId = req.volume_id.parse()?;
+        if req.volume_capabilities.is_empty() {
+            return Err(ControllerError::Missing("volume_capabilities"));
+        }
+        let v = self
+            .volume(&id)
+            .await?
+            .ok_or_else(|| ControllerError::VolumeNotFound { id: id.to_string() })?;
+        let answer = match self.mismatch(&v, req) {
+            Some(message) => ValidateVolumeCapabilitiesResponse {
+                confirmed: None,
+                message,
+            },
+            None => ValidateVolumeCapabilitiesResponse {
+                confirmed: Some(validate_volume_capabilities_response::Confirmed {
+                    volume_context: req.volume_context.clone(),
+                    volume_capabilities: req.volume_capabilities.clone(),
+                    parameters: req.parameters.clone(),
+                    mutable_parameters: Default::default(),
+                }),
+                message: String::new(),
+            },
+        };
+        Ok(answer)
+    }
+
+    /// Why `req` does not fit volume `v`, if it does not.
+    fn mismatch(&self, v: &Volume, req: &ValidateVolumeCapabilitiesRequest) -> Option<String> {
+        if let Err(why) = capability::check_all(&req.volume_capabilities) {
+            return Some(why);
+        }
+        let fs = v.tags.fs_type.as_deref();
+        if let (Some(fs), Some(other)) = (
+            fs,
+            capability::mount_fs_types(&req.volume_capabilities).find(|f| Some(*f) != fs),
+        ) {
+            return Some(format!("the volume's filesystem is {fs}, not {other}"));
+        }
+        let context = params::volume_context(fs);
+        for (k, val) in &req.volume_context {
+            if context.get(k) != Some(val) {
+                return Some(format!(
+                    "volume_context {k}={val:?} is not this volume's ({:?})",
+                    context.get(k)
+                ));
+            }
+        }
+        if !req.mutable_parameters.is_empty() {
+            return Some("this driver has no mutable parameters".into());
+        }
+        if !req.parameters.is_empty() {
+            let p = match Params::parse(
+                &req.parameters,
+                self.settings.default_volume_group.as_deref(),
+            ) {
+                Ok(p) => p,
+                Err(e) => return Some(e.to_string()),
+            };
+            let pool = match v.lv.kind() {
+                LvKind::Thin => v.lv.pool.clone(),
+                _ => None,
+            };
+            if p.volume_group != v.id.vg() || p.thin_pool != pool || p.fs_type.as_deref() != fs {
+                return Some(format!(
+                    "the parameters describe volume group {}, thin pool {:?}, fsType {:?}; \
+                     the volume is in {}, thin pool {pool:?}, fsType {fs:?}",
+                    p.volume_group,
+                    p.thin_pool,
+                    p.fs_type,
+                    v.id.vg()
+                ));
+            }
+        }
+        None
+    }
+
+    /// ListVolumes: volumes sorted by id; the token is the last id of the previous page.
+    /// A token that is not a volume id is ABORTED; one whose volume has since been deleted
+    /// still works (the listing continues after it), as csi-sanity's pagination test expects.
+    pub(crate) async fn list_volumes(
+        &self,
+        req: &ListVolumesRequest,
+    ) -> Result<ListVolumesResponse, ControllerError> {
+        let max = usize::try_from(req.max_entries).map_err(|_| ControllerError::Invalid {
+            field: "max_entries",
+            reason: format!("{} is negative", req.max_entries),
+        })?;
+        let after = if req.starting_token.is_empty() {
+            None
+        } else {
+            Some(
+                req.starting_token
+                    .parse::<VolumeId>()
+                    .map_err(|_| ControllerError::BadToken(req.starting_token.clone()))?,
+            )
+        };
+        let mut volumes = self.volumes().await?;
+        volumes.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut rest = volumes
+            .into_iter()
+            .filter(|v| after.as_ref().is_none_or(|t| v.id > *t))
+            .peekable();
+        let mut entries = Vec::new();
+        while let Some(v) = rest.next_if(|_| max == 0 || entries.len() < max) {
+            entries.push(list_volumes_response::Entry {
+                status: Some(list_volumes_response::VolumeStatus {
+                    published_node_ids: v.tags.node_ids(),
+                    volume_condition: Some(v.condition()),
+                }),
+                volume: Some(v.to_csi()),
+            });
+        }
+        let next_token = match (rest.peek(), entries.last()) {
+            (Some(_), Some(last)) => last
+                .volume
+                .as_ref()
+                .map(|v| v.volume_id.clone())
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        Ok(ListVolumesResponse {
+            entries,
+            next_token,
+        })
+    }
+
+    /// GetCapacity: free bytes of the VG (thick) or room left in the thin pool, for the
+    /// StorageClass parameters given. A VG or pool this node does not have, or capabilities
+    /// it does not serve, have capacity 0.
+    pub(crate) async fn capacity(
+        &self,
+        req: &GetCapacityRequest,
+    ) -> Result<GetCapacityResponse, ControllerError> {
+        let p = Params::parse(
+            &req.parameters,
+            self.settings.default_volume_group.as_deref(),
+        )?;
+        let none = GetCapacityResponse {
+            available_capacity: 0,
+            maximum_volume_size: None,
+            minimum_volume_size: None,
+        };
+        if req
+            .volume_capabilities
+            .iter()
+            .any(|c| capability::check(c).is_err())
+        {
+            return Ok(none);
+        }
+        let Some(vg) = self
+            .lvm
+            .vg(&p.volume_group)
+            .await
+            .context(|| format!("reading volume group {}", p.volume_group))?
+        else {
+            return Ok(none);
+        };
+        let available = match &p.thin_pool {
+            None => vg.free,
+            Some(pool) => {
+                let lvs = self
+                    .lvm
+                    .list_vg(&vg.name)
+                    .await
+                    .context(|| format!("listing volume group {}", vg.name))?;
+                match lvs
+                    .iter()
+                    .find(|lv| lv.name == *pool && lv.kind() == LvKind::ThinPool)
+                {
+                    Some(pool_lv) => {
+                        thin_headroom(pool_lv, &lvs, self.settings.thin_overprovision_ratio)
+                    }
+                    None => return Ok(none),
+                }
+            }
+        };
+        // Sizes are extents: what is usable is a whole number of them.
+        let available = available / vg.extent_size * vg.extent_size;
+        let bytes = i64::try_from(available).unwrap_or(i64::MAX);
+        Ok(GetCapacityResponse {
+            available_capacity: bytes,
+            maximum_volume_size: Some(bytes),
+            minimum_volume_size: Some(i64::try_from(vg.extent_size).unwrap_or(i64::MAX)),
+        })
+    }
+
+    /// ControllerGetVolume: the volume, where it is published, and whether it is healthy.
+    pub(crate) async fn get_volume(
+        &self,
+        id: &VolumeId,
+    ) -> Result<ControllerGetVolumeResponse, ControllerError> {
+        let v = self
+            .volume(id)
+            .await?
+            .ok_or_else(|| ControllerError::VolumeNotFound { id: id.to_string() })?;
+        Ok(ControllerGetVolumeResponse {
+            status: Some(controller_get_volume_response::VolumeStatus {
+                published_node_ids: v.tags.node_ids(),
+                volume_condition: Some(v.condition()),
+            }),
+            volume: Some(v.to_csi()),
+        })
+    }
+}

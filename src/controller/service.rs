@@ -1,0 +1,300 @@
+//! `impl Controller`: each RPC opens a span carrying the volume id, validates the request
+//! (INVALID_ARGUMENT before any lock or command), takes the per-volume guard (ABORTED when
+//! busy; CreateVolume locks the name) and calls one function of [`super::create`],
+//! [`super::publish`] or [`super::query`].
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tonic::{Request, Response, Status};
+
+use crate::csi::controller_server::Controller;
+use crate::csi::controller_service_capability::{rpc, Rpc, Type as CapType};
+use crate::csi::*;
+use crate::lvm::Lvm;
+use crate::ops::VolumeLocks;
+use crate::target::TargetBackend;
+
+use super::create::{validate_create, validate_delete};
+use super::publish::{validate_publish, validate_unpublish};
+use super::resolver::InitiatorResolver;
+use super::volume_id::VolumeId;
+use super::{ControllerError, Core, Settings};
+
+/// The capabilities advertised: no snapshots, clones, expansion or modification yet.
+pub const CAPABILITIES: [rpc::Type; 9] = [
+    rpc::Type::CreateDeleteVolume,
+    rpc::Type::PublishUnpublishVolume,
+    rpc::Type::ListVolumes,
+    rpc::Type::ListVolumesPublishedNodes,
+    rpc::Type::GetCapacity,
+    rpc::Type::GetVolume,
+    rpc::Type::VolumeCondition,
+    rpc::Type::PublishReadonly,
+    rpc::Type::SingleNodeMultiWriter,
+];
+
+/// The Controller service.
+#[derive(Clone)]
+pub struct ControllerService {
+    /// Shared with the restore task and the readiness check.
+    pub(super) core: Arc<Core>,
+}
+
+impl ControllerService {
+    /// A controller over `lvm` and `target`, finding initiators with `resolver`. Target RPCs
+    /// answer UNAVAILABLE until [`Self::restore`] (or `restore_until_done`) has run.
+    pub fn new(
+        lvm: Lvm,
+        target: Arc<dyn TargetBackend>,
+        resolver: Arc<dyn InitiatorResolver>,
+        settings: Settings,
+    ) -> Self {
+        ControllerService {
+            core: Arc::new(Core {
+                lvm,
+                target,
+                resolver,
+                settings,
+                locks: VolumeLocks::new(),
+                restored: AtomicBool::new(false),
+            }),
+        }
+    }
+}
+
+/// Turns an outcome into the gRPC answer, logging failures with their code.
+fn reply<T>(rpc: &'static str, result: Result<T, ControllerError>) -> Result<Response<T>, Status> {
+    match result {
+        Ok(answer) => Ok(Response::new(answer)),
+        Err(e) => {
+            let status = Status::from(e);
+            if status.code() == tonic::Code::Internal {
+                tracing::error!(rpc, code = ?status.code(), error = status.message(), "failed");
+            } else {
+                tracing::warn!(rpc, code = ?status.code(), error = status.message(), "failed");
+            }
+            Err(status)
+        }
+    }
+}
+
+#[async_trait]
+impl Controller for ControllerService {
+    #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
+    async fn create_volume(
+        &self,
+        request: Request<CreateVolumeRequest>,
+    ) -> Result<Response<CreateVolumeResponse>, Status> {
+        let req = request.into_inner();
+        let core = &self.core;
+        reply("CreateVolume", async {
+            let plan = validate_create(&req, core.settings.default_volume_group.as_deref())?;
+            let _guard = core.lock(&format!("name:{}", plan.name))?;
+            let volume = core.create_volume(&plan).await?;
+            tracing::info!(volume_id = %volume.volume_id, capacity = volume.capacity_bytes, "volume ready");
+            Ok(CreateVolumeResponse {
+                volume: Some(volume),
+            })
+        }
+        .await)
+    }
+
+    #[tracing::instrument(skip_all, fields(volume_id = %request.get_ref().volume_id))]
+    async fn delete_volume(
+        &self,
+        request: Request<DeleteVolumeRequest>,
+    ) -> Result<Response<DeleteVolumeResponse>, Status> {
+        let req = request.into_inner();
+        let core = &self.core;
+        reply(
+            "DeleteVolume",
+            async {
+                if let Some(id) = validate_delete(&req)? {
+                    let _guard = core.lock(&id.to_string())?;
+                    core.delete_volume(&id).await?;
+                }
+                Ok(DeleteVolumeResponse {})
+            }
+            .await,
+        )
+    }
+
+    #[tracing::instrument(skip_all, fields(
+        volume_id = %request.get_ref().volume_id,
+        node_id = %request.get_ref().node_id,
+    ))]
+    async fn controller_publish_volume(
+        &self,
+        request: Request<ControllerPublishVolumeRequest>,
+    ) -> Result<Response<ControllerPublishVolumeResponse>, Status> {
+        let req = request.into_inner();
+        let core = &self.core;
+        reply(
+            "ControllerPublishVolume",
+            async {
+                let plan = validate_publish(&req)?;
+                let initiator = core
+                    .resolver
+                    .initiator(&plan.node_id)
+                    .await
+                    .map_err(|source| ControllerError::Resolve {
+                        node_id: plan.node_id.clone(),
+                        source: Box::new(source),
+                    })?;
+                let _guard = core.lock(&plan.id.to_string())?;
+                core.check_restored()?;
+                let publish_context = core.publish(&plan, &initiator).await?;
+                Ok(ControllerPublishVolumeResponse { publish_context })
+            }
+            .await,
+        )
+    }
+
+    #[tracing::instrument(skip_all, fields(
+        volume_id = %request.get_ref().volume_id,
+        node_id = %request.get_ref().node_id,
+    ))]
+    async fn controller_unpublish_volume(
+        &self,
+        request: Request<ControllerUnpublishVolumeRequest>,
+    ) -> Result<Response<ControllerUnpublishVolumeResponse>, Status> {
+        let req = request.into_inner();
+        let core = &self.core;
+        reply(
+            "ControllerUnpublishVolume",
+            async {
+                if let Some(id) = validate_unpublish(&req)? {
+                    let _guard = core.lock(&id.to_string())?;
+                    core.unpublish(&id, &req.node_id).await?;
+                }
+                Ok(ControllerUnpublishVolumeResponse {})
+            }
+            .await,
+        )
+    }
+
+    #[tracing::instrument(skip_all, fields(volume_id = %request.get_ref().volume_id))]
+    async fn validate_volume_capabilities(
+        &self,
+        request: Request<ValidateVolumeCapabilitiesRequest>,
+    ) -> Result<Response<ValidateVolumeCapabilitiesResponse>, Status> {
+        let req = request.into_inner();
+        reply(
+            "ValidateVolumeCapabilities",
+            self.core.validate_capabilities(&req).await,
+        )
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_volumes(
+        &self,
+        request: Request<ListVolumesRequest>,
+    ) -> Result<Response<ListVolumesResponse>, Status> {
+        reply(
+            "ListVolumes",
+            self.core.list_volumes(request.get_ref()).await,
+        )
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_capacity(
+        &self,
+        request: Request<GetCapacityRequest>,
+    ) -> Result<Response<GetCapacityResponse>, Status> {
+        reply("GetCapacity", self.core.capacity(request.get_ref()).await)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn controller_get_capabilities(
+        &self,
+        _: Request<ControllerGetCapabilitiesRequest>,
+    ) -> Result<Response<ControllerGetCapabilitiesResponse>, Status> {
+        let capabilities = CAPABILITIES
+            .iter()
+            .map(|t| ControllerServiceCapability {
+                r#type: Some(CapType::Rpc(Rpc { r#type: *t as i32 })),
+            })
+            .collect();
+        Ok(Response::new(ControllerGetCapabilitiesResponse {
+            capabilities,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(volume_id = %request.get_ref().volume_id))]
+    async fn controller_get_volume(
+        &self,
+        request: Request<ControllerGetVolumeRequest>,
+    ) -> Result<Response<ControllerGetVolumeResponse>, Status> {
+        let core = &self.core;
+        reply(
+            "ControllerGetVolume",
+            async {
+                let id: VolumeId = request.get_ref().volume_id.parse()?;
+                core.get_volume(&id).await
+            }
+            .await,
+        )
+    }
+
+    async fn create_snapshot(
+        &self,
+        _: Request<CreateSnapshotRequest>,
+    ) -> Result<Response<CreateSnapshotResponse>, Status> {
+        reply(
+            "CreateSnapshot",
+            Err(ControllerError::Unimplemented("CreateSnapshot")),
+        )
+    }
+
+    async fn delete_snapshot(
+        &self,
+        _: Request<DeleteSnapshotRequest>,
+    ) -> Result<Response<DeleteSnapshotResponse>, Status> {
+        reply(
+            "DeleteSnapshot",
+            Err(ControllerError::Unimplemented("DeleteSnapshot")),
+        )
+    }
+
+    async fn list_snapshots(
+        &self,
+        _: Request<ListSnapshotsRequest>,
+    ) -> Result<Response<ListSnapshotsResponse>, Status> {
+        reply(
+            "ListSnapshots",
+            Err(ControllerError::Unimplemented("ListSnapshots")),
+        )
+    }
+
+    async fn get_snapshot(
+        &self,
+        _: Request<GetSnapshotRequest>,
+    ) -> Result<Response<GetSnapshotResponse>, Status> {
+        reply(
+            "GetSnapshot",
+            Err(ControllerError::Unimplemented("GetSnapshot")),
+        )
+    }
+
+    async fn controller_expand_volume(
+        &self,
+        _: Request<ControllerExpandVolumeRequest>,
+    ) -> Result<Response<ControllerExpandVolumeResponse>, Status> {
+        reply(
+            "ControllerExpandVolume",
+            Err(ControllerError::Unimplemented("ControllerExpandVolume")),
+        )
+    }
+
+    async fn controller_modify_volume(
+        &self,
+        _: Request<ControllerModifyVolumeRequest>,
+    ) -> Result<Response<ControllerModifyVolumeResponse>, Status> {
+        reply(
+            "ControllerModifyVolume",
+            Err(ControllerError::Unimplemented("ControllerModifyVolume")),
+        )
+    }
+}
