@@ -29,6 +29,7 @@ mod parse;
 mod tests;
 
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tokio::sync::Mutex;
@@ -47,6 +48,8 @@ const DATA_LUN: u32 = 1;
 const BSTYPE: &str = "rdwr";
 /// tgtadm's exit code for every refusal (it exits with EINVAL and says why on stderr).
 const TGTADM_REFUSED: i32 = 22;
+/// How long `remove_export` waits for commands in flight to drain after ending sessions.
+const DRAIN: Duration = Duration::from_secs(10);
 
 /// What tgtadm refused, from its message (tgtadm's `tgtadm_strerror` table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +64,8 @@ enum Refusal {
     OutgoingExists,
     NoSession,
     NoConnection,
+    TargetActive,
+    LunActive,
 }
 
 fn refusal(out: &Output) -> Option<Refusal> {
@@ -87,6 +92,8 @@ fn refusal(out: &Output) -> Option<Refusal> {
         ),
         ("can't find the session", Refusal::NoSession),
         ("can't find the connection", Refusal::NoConnection),
+        ("this target is still active", Refusal::TargetActive),
+        ("this logical unit is still active", Refusal::LunActive),
     ];
     table
         .iter()
@@ -250,9 +257,18 @@ impl TgtBackend {
         Ok(())
     }
 
-    /// Ends `initiator`'s sessions on `target` (tgt keeps them when an ACL goes).
-    async fn drop_sessions(&self, target: &Target, initiator: &str) -> Result<(), TargetError> {
-        for nexus in target.nexuses.iter().filter(|n| n.initiator == initiator) {
+    /// Ends the sessions on `target` of `initiator` (all when `None`): tgt keeps them when
+    /// an ACL goes.
+    async fn drop_sessions(
+        &self,
+        target: &Target,
+        initiator: Option<&str>,
+    ) -> Result<(), TargetError> {
+        let nexuses = target
+            .nexuses
+            .iter()
+            .filter(|n| initiator.is_none_or(|i| n.initiator == i));
+        for nexus in nexuses {
             for cid in &nexus.connections {
                 let cmd = tgtadm("conn", "delete").args([
                     "--tid",
@@ -438,7 +454,7 @@ impl TargetBackend for TgtBackend {
         if target.acls.iter().any(|a| a == initiator) {
             self.unbind_acl(target.tid, initiator).await?;
         }
-        self.drop_sessions(&target, initiator).await?;
+        self.drop_sessions(&target, Some(initiator)).await?;
         if target.acls.iter().all(|a| a == initiator) {
             self.drop_accounts(&target).await?;
         }
@@ -451,14 +467,41 @@ impl TargetBackend for TgtBackend {
         let Some(target) = self.target(iqn).await? else {
             return Ok(());
         };
-        // Closed first (no ACL: nobody logs in), then the accounts, then the target with
-        // its sessions and LUNs: an interrupted removal never leaves an open target.
+        // Closed first (no ACL: nobody logs in), then the sessions and accounts, then the
+        // target with its LUNs: an interrupted removal never leaves an open target.
         for entry in &target.acls {
             self.unbind_acl(target.tid, entry).await?;
         }
         self.drop_accounts(&target).await?;
-        let cmd = tgtadm("target", "delete").args(["--force", "--tid", &target.tid.to_string()]);
-        self.run(cmd, &[Refusal::NoTarget]).await.map(|_| ())
+        // Even with --force, tgtd refuses to delete a LUN with commands in flight: end the
+        // sessions and retry while they drain.
+        let started = Instant::now();
+        let mut target = target;
+        loop {
+            self.drop_sessions(&target, None).await?;
+            let cmd =
+                tgtadm("target", "delete").args(["--force", "--tid", &target.tid.to_string()]);
+            let busy = [Refusal::NoTarget, Refusal::LunActive, Refusal::TargetActive];
+            match self.run(cmd, &busy).await? {
+                None | Some(Refusal::NoTarget) => return Ok(()),
+                Some(_) if started.elapsed() < DRAIN => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    match self.target(iqn).await? {
+                        Some(t) => target = t,
+                        None => return Ok(()),
+                    }
+                }
+                Some(r) => {
+                    return Err(TargetError::Unavailable {
+                        backend: "tgt",
+                        reason: format!(
+                            "tgtd still refuses to delete target {iqn} ({r:?}) after {DRAIN:?} \
+                             of ending its sessions"
+                        ),
+                    })
+                }
+            }
+        }
     }
 
     async fn list(&self) -> Result<Vec<TargetState>, TargetError> {

@@ -33,6 +33,8 @@ struct Tgtd {
     targets: BTreeMap<u32, Tgt>,
     accounts: BTreeMap<String, String>,
     portals: Vec<String>,
+    /// How many more target deletes find commands still in flight.
+    busy: u32,
 }
 
 fn refused(msg: &str) -> Output {
@@ -104,6 +106,10 @@ impl Tgtd {
         let out = flags.contains_key("--outgoing");
         let mode = flags["--mode"];
         let op = flags["--op"];
+        if (mode, op) == ("target", "delete") && self.busy > 0 {
+            self.busy -= 1;
+            return refused("this logical unit is still active");
+        }
         let target = self.targets.get_mut(&tid);
         match (mode, op, target) {
             ("sys", "show", _) => Output::ok("System:\n    State: ready\n"),
@@ -157,6 +163,10 @@ impl Tgtd {
             ("target", "delete", Some(t)) => {
                 if !t.sessions.is_empty() && !flags.contains_key("--force") {
                     return refused("this target is still active");
+                }
+                // As seen on tgt 1.0.85: --force does not get past a LUN a session uses.
+                if !t.sessions.is_empty() && !t.luns.is_empty() {
+                    return refused("this logical unit is still active");
                 }
                 self.targets.remove(&tid);
                 Output::ok("")
@@ -479,6 +489,23 @@ async fn remove_export_is_idempotent_and_leaves_others_alone() {
         b.ensure_acl(foreign, &acl(NODE1)).await,
         Err(TargetError::Foreign { .. })
     ));
+}
+
+#[tokio::test]
+async fn remove_export_waits_for_commands_in_flight() {
+    let mut state = captured();
+    state.busy = 2;
+    let (b, tgtd, runner) = backend_on(state);
+    b.remove_export("iqn.2026-11.io.csi.lvm-iscsi:csivg.v1")
+        .await
+        .unwrap();
+    assert!(!tgtd.lock().unwrap().targets.contains_key(&1));
+    let deletes = runner
+        .calls()
+        .iter()
+        .filter(|c| c.contains("--mode target --op delete"))
+        .count();
+    assert_eq!(deletes, 3);
 }
 
 #[tokio::test]
