@@ -51,19 +51,25 @@ pub struct PublishPlan {
 pub fn validate_publish(
     req: &ControllerPublishVolumeRequest,
 ) -> Result<PublishPlan, ControllerError> {
-    let id: VolumeId = req.volume_id.parse()?;
+    // A malformed id is refused now; an id that merely names no volume of ours is NOT_FOUND,
+    // but only once the rest of the request is known to be complete.
+    let id = parse_known(&req.volume_id)?;
     check_node_id(&req.node_id)?;
     let cap = req
         .volume_capability
         .as_ref()
         .ok_or(ControllerError::Missing("volume_capability"))?;
     let access = capability::check(cap).map_err(ControllerError::Capability)?;
+    let key = ChapKey::from_secrets(&req.secrets)?;
+    let id = id.ok_or_else(|| ControllerError::VolumeNotFound {
+        id: req.volume_id.clone(),
+    })?;
     Ok(PublishPlan {
         id,
         node_id: req.node_id.clone(),
         access,
         readonly: req.readonly,
-        key: ChapKey::from_secrets(&req.secrets)?,
+        key,
     })
 }
 

@@ -10,6 +10,7 @@ use crate::lvm::LvKind;
 
 use super::capability;
 use super::capacity::thin_headroom;
+use super::create::parse_known;
 use super::error::Context;
 use super::params::{self, Params};
 use super::volume_id::VolumeId;
@@ -22,10 +23,13 @@ impl Core {
         &self,
         req: &ValidateVolumeCapabilitiesRequest,
     ) -> Result<ValidateVolumeCapabilitiesResponse, ControllerError> {
-        let id: VolumeId = req.volume_id.parse()?;
+        let id = parse_known(&req.volume_id)?;
         if req.volume_capabilities.is_empty() {
             return Err(ControllerError::Missing("volume_capabilities"));
         }
+        let id = id.ok_or_else(|| ControllerError::VolumeNotFound {
+            id: req.volume_id.clone(),
+        })?;
         let v = self
             .volume(&id)
             .await?

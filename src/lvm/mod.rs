@@ -7,6 +7,7 @@
 //! caller decides whether that is success (DeleteVolume) or an error (publish).
 
 pub mod error;
+pub mod fake;
 pub mod report;
 pub mod tags;
 
@@ -113,7 +114,8 @@ impl Lvm {
         self.output(&cmd).await.map(drop)
     }
 
-    /// Adds and deletes tags of LV `vg/name` in one metadata update.
+    /// Adds and deletes tags of LV `vg/name` in one metadata update. Adding a tag the LV
+    /// has, or deleting one it lacks, succeeds (checked on LVM 2.03.16): repeats are safe.
     pub async fn change_tags(
         &self,
         vg: &str,

@@ -210,6 +210,47 @@ mod tests {
         assert_eq!(lvs[1].pool, None);
     }
 
+    /// The exact `lvs` of this driver (LV_FIELDS), captured in the lab after the driver's own
+    /// lvcreate/lvchange commands: a thick volume with name, fs and publication tags, a thin
+    /// volume with a hashed name and an escaped CSI name, the pool.
+    const DRIVER_LVS: &str = r#"  {
+      "report": [
+          {
+              "lv": [
+                  {"vg_name":"csivg", "lv_name":"pool0", "lv_size":"3221225472", "lv_attr":"twi-aotz--", "lv_tags":"", "pool_lv":"", "lv_health_status":""},
+                  {"vg_name":"csivg", "lv_name":"pvc-1", "lv_size":"12582912", "lv_attr":"-wi-a-----", "lv_tags":"lvm-iscsi-csi/fs=xfs,lvm-iscsi-csi/name=pvc-1,lvm-iscsi-csi/pub=node-1/iqn.1993-08.org.debian:01:5c8d368c2ff3/chap.cac3c71b/single/rw", "pool_lv":"", "lv_health_status":""},
+                  {"vg_name":"csivg", "lv_name":"vol-f436f1b4e06fc9f390b2", "lv_size":"67108864", "lv_attr":"Vwi-a-tz--", "lv_tags":"lvm-iscsi-csi/name=My#20Volume", "pool_lv":"pool0", "lv_health_status":""}
+              ]
+          }
+      ]
+  }
+"#;
+
+    #[test]
+    fn parses_the_drivers_own_listing() {
+        use crate::lvm::tags::{Auth, VolumeTags};
+        let lvs = parse_lvs(DRIVER_LVS.as_bytes()).unwrap();
+        assert_eq!(lvs.len(), 3);
+        let t = VolumeTags::parse(&lvs[1].tags);
+        assert_eq!(t.name.as_deref(), Some("pvc-1"));
+        assert_eq!(t.fs_type.as_deref(), Some("xfs"));
+        let p = &t.publications[0];
+        assert_eq!(p.node_id, "node-1");
+        assert_eq!(p.initiator, "iqn.1993-08.org.debian:01:5c8d368c2ff3");
+        assert_eq!(
+            p.auth,
+            Auth::Chap {
+                key_id: "cac3c71b".into()
+            }
+        );
+        assert!(!p.multi_node && !p.readonly);
+        assert_eq!(lvs[1].size, 12582912);
+        let thin = VolumeTags::parse(&lvs[2].tags);
+        assert_eq!(thin.name.as_deref(), Some("My Volume"));
+        assert_eq!(lvs[2].kind(), LvKind::Thin);
+        assert_eq!(VolumeTags::parse(&lvs[0].tags), VolumeTags::default());
+    }
+
     #[test]
     fn parses_empty_and_inactive() {
         // `lvs csivg/nope` prints an empty report (and exits 5).

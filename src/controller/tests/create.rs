@@ -232,7 +232,7 @@ async fn thin_overprovisioning_follows_the_ratio() {
         thin_overprovision_ratio: 2.0,
         ..settings()
     };
-    let h = Harness::with(s, FakeLvm::new()).await;
+    let h = Harness::with(s, lvm()).await;
     let thin = |n: &str| with_params(create_req(n, 256 * MIB), &[("thinPool", "pool0")]);
     h.create(thin("t1")).await;
     h.create(thin("t2")).await;
@@ -260,7 +260,7 @@ async fn unknown_volume_group_or_pool_is_invalid() {
         default_volume_group: None,
         ..settings()
     };
-    let h = Harness::with(no_default, FakeLvm::new()).await;
+    let h = Harness::with(no_default, lvm()).await;
     let (c, msg) = create_code(&h, create_req("a", 0)).await;
     assert_eq!(c, Code::InvalidArgument);
     assert!(msg.contains("volumeGroup"), "{msg}");
@@ -268,7 +268,7 @@ async fn unknown_volume_group_or_pool_is_invalid() {
 
 #[tokio::test]
 async fn an_lv_that_is_not_this_volume_is_never_taken_over() {
-    let lvm = FakeLvm::new();
+    let lvm = lvm();
     lvm.add_lv("csivg", "pvc-1", 4 * MIB, &["owner=dba"]);
     let h = Harness::with(settings(), lvm).await;
     let (c, msg) = create_code(&h, create_req("pvc-1", 4 * MIB)).await;
@@ -323,7 +323,7 @@ async fn deletes_and_repeats() {
 
 #[tokio::test]
 async fn delete_of_unknown_or_foreign_ids_is_ok_and_touches_nothing() {
-    let lvm = FakeLvm::new();
+    let lvm = lvm();
     lvm.add_lv("csivg", "root", 4 * MIB, &[]);
     let h = Harness::with(settings(), lvm).await;
     for id in [
@@ -366,23 +366,19 @@ async fn delete_removes_a_leftover_export_and_reports_an_open_lv() {
         .await
         .unwrap();
     // A crash after the tag was removed but before the export was.
-    h.lvm.with(|s| {
-        s.lvs
-            .iter_mut()
-            .for_each(|l| l.tags.retain(|t| !t.contains("/pub=")))
-    });
-    h.lvm.with(|s| s.open.push("csivg/pvc-1".into()));
+    drop_publication_tags(&h.lvm, "pvc-1");
+    h.lvm.set_open("csivg", "pvc-1", true);
     let err = h.delete(&v.volume_id).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
     assert!(h.target.exports().is_empty(), "the export went first");
-    h.lvm.with(|s| s.open.clear());
+    h.lvm.set_open("csivg", "pvc-1", false);
     h.delete(&v.volume_id).await.unwrap();
     assert!(h.lvm.lv("csivg", "pvc-1").is_none());
 }
 
 #[tokio::test]
 async fn delete_waits_for_restore() {
-    let lvm = FakeLvm::new();
+    let lvm = lvm();
     lvm.add_lv("csivg", "pvc-1", 4 * MIB, &["lvm-iscsi-csi/name=pvc-1"]);
     let h = Harness::unrestored(settings(), lvm);
     assert_eq!(code(h.delete("csivg/pvc-1").await), Code::Unavailable);

@@ -82,7 +82,7 @@ async fn without_a_key_the_acl_stands_alone_and_the_key_file_is_the_fallback() {
         chap_key: Some(key()),
         ..settings()
     };
-    let h = Harness::with(with_file, FakeLvm::new()).await;
+    let h = Harness::with(with_file, lvm()).await;
     let id = volume(&h, "pvc-1").await;
     let ctx = h.publish(req_for(&id, req)).await.unwrap();
     assert_eq!(ctx["authMethod"], "CHAP");
@@ -127,14 +127,19 @@ async fn invalid_requests_fail_before_any_command() {
     no_cap.volume_capability = None;
     let mut writer = publish_req(&id, "node-1");
     writer.volume_capability = Some(block(Mode::MultiNodeMultiWriter));
+    let mut unknown_no_cap = publish_req("fake-vol-id-1", "node-1");
+    unknown_no_cap.volume_capability = None;
     let mut short_key = publish_req(&id, "node-1");
     short_key.secrets.insert(SECRET_KEY.into(), "short".into());
     for (req, what) in [
         (publish_req("", "node-1"), "volume_id"),
         (publish_req(&id, ""), "node_id"),
+        // An unknown volume is NOT_FOUND only when the request is otherwise complete.
+        (publish_req("fake-vol-id-1", ""), "node_id"),
         (publish_req("csivg/a b", "node-1"), "invalid"),
         (publish_req(&id, "node 1"), "node_id"),
         (no_cap, "volume_capability"),
+        (unknown_no_cap, "volume_capability"),
         (writer, "MULTI_NODE_MULTI_WRITER"),
         (short_key, "CHAP key"),
     ] {
@@ -241,8 +246,7 @@ async fn a_changed_initiator_replaces_the_old_acl() {
         "lvm-iscsi-csi/pub=node-1/{IQN1}/chap.{}/single/rw",
         key().id()
     );
-    h.lvm.with(|s| {
-        let lv = s.lvs.iter_mut().find(|l| l.name == "pvc-1").unwrap();
+    h.lvm.edit("csivg", "pvc-1", |lv| {
         lv.tags.retain(|t| *t != new);
         lv.tags.push(old.clone());
     });
@@ -269,7 +273,7 @@ async fn a_changed_initiator_replaces_the_old_acl() {
 
 #[tokio::test]
 async fn publish_waits_for_restore_and_for_other_operations() {
-    let lvm = FakeLvm::new();
+    let lvm = lvm();
     lvm.add_lv("csivg", "pvc-1", 4 * MIB, &["lvm-iscsi-csi/name=pvc-1"]);
     let h = Harness::unrestored(settings(), lvm);
     assert_eq!(
@@ -333,11 +337,7 @@ async fn unpublish_cleans_an_export_left_without_publications() {
     let id = volume(&h, "pvc-1").await;
     h.publish(publish_req(&id, "node-1")).await.unwrap();
     // A crash between removing the tag and removing the export.
-    h.lvm.with(|s| {
-        s.lvs
-            .iter_mut()
-            .for_each(|l| l.tags.retain(|t| !t.contains("/pub=")))
-    });
+    drop_publication_tags(&h.lvm, "pvc-1");
     h.unpublish(&id, "node-1").await.unwrap();
     assert!(h.target.exports().is_empty());
 }

@@ -73,6 +73,12 @@ async fn validate_confirms_only_what_the_volume_serves() {
         assert!(!r.message.is_empty());
     }
     assert_eq!(
+        validate(&h, validate_req("fake-vol-id", vec![]))
+            .await
+            .unwrap_err(),
+        Code::InvalidArgument
+    );
+    assert_eq!(
         validate(&h, validate_req(&id, vec![])).await.unwrap_err(),
         Code::InvalidArgument
     );
@@ -115,7 +121,7 @@ fn ids(r: &ListVolumesResponse) -> Vec<String> {
 
 #[tokio::test]
 async fn list_pages_through_our_volumes_only() {
-    let lvm = FakeLvm::new();
+    let lvm = lvm();
     lvm.add_lv("csivg", "root", 4 * MIB, &[]);
     let h = Harness::with(settings(), lvm).await;
     for n in ["pvc-c", "pvc-a", "pvc-b"] {
@@ -228,7 +234,8 @@ async fn get_volume_reports_nodes_and_condition() {
     let status = r.status.unwrap();
     assert_eq!(status.published_node_ids, ["node-1"]);
     assert!(!status.volume_condition.unwrap().abnormal);
-    h.lvm.set_attr("pvc-1", "-wi-------");
+    h.lvm
+        .edit("csivg", "pvc-1", |l| l.attr = "-wi-------".into());
     let cond = get(&h, &v.volume_id)
         .await
         .unwrap()

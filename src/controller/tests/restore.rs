@@ -14,7 +14,7 @@ fn chap_pub(key_id: &str) -> String {
 /// A storage node after a reboot: tags say what should be exported, the kernel has nothing
 /// of it, and holds a stale export and a stray ACL from before.
 async fn rebooted(chap_key: Option<ChapKey>) -> Harness {
-    let lvm = FakeLvm::new();
+    let lvm = lvm();
     let id = key().id();
     lvm.add_lv(
         "csivg",
@@ -130,7 +130,7 @@ async fn restore_needs_lvm_and_the_target() {
 
 #[tokio::test]
 async fn many_volumes_restore_in_one_pass() {
-    let lvm = FakeLvm::new();
+    let lvm = lvm();
     for i in 0..500 {
         let pubtag = format!("lvm-iscsi-csi/pub=n{i}/iqn.2004-10.com.debian:n{i}/none/single/rw");
         lvm.add_lv(

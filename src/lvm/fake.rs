@@ -1,0 +1,386 @@
+//! A simulated LVM for tests: answers the exact commands [`Lvm`](super::Lvm) runs (`lvs`,
+//! `vgs`, `lvcreate`, `lvremove`, `lvchange`) from in-memory VGs and LVs, with LVM's real
+//! messages and exit codes (as captured in the lab), through a [`FakeRunner`]. Failures can be
+//! scripted per command.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::json;
+
+use crate::exec::{FakeRunner, Output};
+
+/// One simulated LV.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeLv {
+    /// Volume group.
+    pub vg: String,
+    /// LV name.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// `lv_attr`.
+    pub attr: String,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Thin pool of a thin volume.
+    pub pool: Option<String>,
+}
+
+/// A scripted failure: the first command whose line contains `pattern` gets `out`, after its
+/// effect when `after` is set (a command killed half-way).
+struct Failure {
+    /// Substring of the command line.
+    pattern: String,
+    /// The answer.
+    out: Output,
+    /// Whether the command takes effect anyway.
+    after: bool,
+}
+
+/// The simulated system.
+#[derive(Default)]
+struct State {
+    /// (name, size, extent size).
+    vgs: Vec<(String, u64, u64)>,
+    /// LVs, in creation order.
+    lvs: Vec<FakeLv>,
+    /// Scripted failures, used once each.
+    failures: Vec<Failure>,
+    /// `vg/lv` held open: lvremove says "in use".
+    open: Vec<String>,
+}
+
+/// The simulated LVM; clones share the state.
+#[derive(Clone, Default)]
+pub struct FakeLvm {
+    /// The state.
+    state: Arc<Mutex<State>>,
+}
+
+impl FakeLvm {
+    /// No VG at all.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds VG `name` of `size` bytes with `extent`-byte extents.
+    pub fn add_vg(&self, name: &str, size: u64, extent: u64) {
+        self.lock().vgs.push((name.into(), size, extent));
+    }
+
+    /// Adds an active thin pool.
+    pub fn add_thin_pool(&self, vg: &str, name: &str, size: u64) {
+        self.push(vg, name, size, "twi-aotz--", &[], None);
+    }
+
+    /// Adds an active thick LV with `tags`.
+    pub fn add_lv(&self, vg: &str, name: &str, size: u64, tags: &[&str]) {
+        self.push(vg, name, size, "-wi-a-----", tags, None);
+    }
+
+    fn push(&self, vg: &str, name: &str, size: u64, attr: &str, tags: &[&str], pool: Option<&str>) {
+        self.lock().lvs.push(FakeLv {
+            vg: vg.into(),
+            name: name.into(),
+            size,
+            attr: attr.into(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            pool: pool.map(String::from),
+        });
+    }
+
+    /// A runner answering from this simulation.
+    pub fn runner(&self) -> Arc<FakeRunner> {
+        let me = self.clone();
+        Arc::new(FakeRunner::new(move |argv| me.lock().answer(argv)))
+    }
+
+    /// The next command containing `pattern` fails with `out`, doing nothing.
+    pub fn fail(&self, pattern: &str, out: Output) {
+        self.script(pattern, out, false);
+    }
+
+    /// The next command containing `pattern` takes effect, then reports `out`.
+    pub fn fail_after(&self, pattern: &str, out: Output) {
+        self.script(pattern, out, true);
+    }
+
+    fn script(&self, pattern: &str, out: Output, after: bool) {
+        self.lock().failures.push(Failure {
+            pattern: pattern.into(),
+            out,
+            after,
+        });
+    }
+
+    /// LV `vg/name`, if it exists.
+    pub fn lv(&self, vg: &str, name: &str) -> Option<FakeLv> {
+        self.lock()
+            .lvs
+            .iter()
+            .find(|l| l.vg == vg && l.name == name)
+            .cloned()
+    }
+
+    /// Changes LV `vg/name` in place (tags, attributes...).
+    pub fn edit(&self, vg: &str, name: &str, f: impl FnOnce(&mut FakeLv)) {
+        if let Some(lv) = self
+            .lock()
+            .lvs
+            .iter_mut()
+            .find(|l| l.vg == vg && l.name == name)
+        {
+            f(lv);
+        }
+    }
+
+    /// Marks `vg/name` as held open (or not).
+    pub fn set_open(&self, vg: &str, name: &str, open: bool) {
+        let id = format!("{vg}/{name}");
+        let mut s = self.lock();
+        s.open.retain(|o| *o != id);
+        if open {
+            s.open.push(id);
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl State {
+    fn answer(&mut self, argv: &[String]) -> Output {
+        let line = argv.join(" ");
+        if let Some(i) = self.failures.iter().position(|f| line.contains(&f.pattern)) {
+            let f = self.failures.remove(i);
+            if f.after {
+                self.run(argv);
+            }
+            return f.out;
+        }
+        self.run(argv)
+    }
+
+    fn has_vg(&self, vg: &str) -> bool {
+        self.vgs.iter().any(|v| v.0 == vg)
+    }
+
+    fn vg_free(&self, vg: &str) -> u64 {
+        let size = self.vgs.iter().find(|v| v.0 == vg).map_or(0, |v| v.1);
+        let used: u64 = self
+            .lvs
+            .iter()
+            .filter(|l| l.vg == vg && !l.attr.starts_with('V'))
+            .map(|l| l.size)
+            .sum();
+        size.saturating_sub(used)
+    }
+
+    fn run(&mut self, argv: &[String]) -> Output {
+        // Reports: `lvs|vgs --reportformat json --units b --nosuffix -o FIELDS [selection]`.
+        let selection = argv.get(8..).unwrap_or_default();
+        match argv.first().map(String::as_str) {
+            Some("lvs") => self.lvs(selection),
+            Some("vgs") => {
+                if let Some(missing) = selection.iter().find(|n| !self.has_vg(n)) {
+                    return vg_not_found(missing);
+                }
+                let rows: Vec<_> = self
+                    .vgs
+                    .iter()
+                    .filter(|v| selection.is_empty() || selection.contains(&v.0))
+                    .map(|(name, size, extent)| {
+                        json!({
+                            "vg_name": name, "vg_size": size.to_string(),
+                            "vg_free": self.vg_free(name).to_string(),
+                            "vg_extent_size": extent.to_string(),
+                        })
+                    })
+                    .collect();
+                Output::ok(json!({"report": [{"vg": rows}]}).to_string())
+            }
+            Some("lvcreate") => self.lvcreate(argv),
+            Some("lvremove") => self.lvremove(argv.last().map_or("", String::as_str)),
+            Some("lvchange") => self.lvchange(argv),
+            _ => Output::failed(127, format!("{line}: not simulated", line = argv.join(" "))),
+        }
+    }
+
+    fn lvs(&self, selection: &[String]) -> Output {
+        let mut rows = Vec::new();
+        if selection.is_empty() {
+            rows.extend(self.lvs.iter().map(lv_row));
+        }
+        for sel in selection {
+            let (vg, lv) = sel.split_once('/').unwrap_or((sel, ""));
+            if !self.has_vg(vg) {
+                return vg_not_found(vg);
+            }
+            let found: Vec<_> = self
+                .lvs
+                .iter()
+                .filter(|l| l.vg == vg && (lv.is_empty() || l.name == lv))
+                .collect();
+            if found.is_empty() && !lv.is_empty() {
+                return lv_not_found(sel);
+            }
+            rows.extend(found.into_iter().map(lv_row));
+        }
+        Output::ok(json!({"report": [{"lv": rows}]}).to_string())
+    }
+
+    fn lvcreate(&mut self, argv: &[String]) -> Output {
+        let (mut size, mut name, mut tags, mut target) = (0, String::new(), vec![], String::new());
+        let mut args = argv.iter().skip(1);
+        while let Some(a) = args.next() {
+            let mut value = || args.next().cloned().unwrap_or_default();
+            match a.as_str() {
+                "--yes" | "--thin" => {}
+                "--size" | "--virtualsize" => {
+                    size = value().trim_end_matches('b').parse().unwrap_or(0);
+                }
+                "--name" => name = value(),
+                "--addtag" => tags.push(value()),
+                "--wipesignatures" | "--zero" => drop(value()),
+                positional => target = positional.to_string(),
+            }
+        }
+        let (vg, pool) = match target.split_once('/') {
+            Some((vg, pool)) => (vg.to_string(), Some(pool.to_string())),
+            None => (target.clone(), None),
+        };
+        if !self.has_vg(&vg) {
+            return vg_not_found(&vg);
+        }
+        if self.lvs.iter().any(|l| l.vg == vg && l.name == name) {
+            return Output::failed(
+                5,
+                format!("  Logical Volume \"{name}\" already exists in volume group \"{vg}\"\n"),
+            );
+        }
+        match &pool {
+            Some(p) if !self.lvs.iter().any(|l| l.vg == vg && &l.name == p) => {
+                return Output::failed(5, format!("  Pool {p} not found in Volume group {vg}.\n"));
+            }
+            None if self.vg_free(&vg) < size => {
+                return Output::failed(
+                    5,
+                    format!("  Volume group \"{vg}\" has insufficient free space (1 extents): 2 required.\n"),
+                );
+            }
+            _ => {}
+        }
+        let attr = if pool.is_some() {
+            "Vwi-a-tz--"
+        } else {
+            "-wi-a-----"
+        };
+        self.lvs.push(FakeLv {
+            vg,
+            name,
+            size,
+            attr: attr.into(),
+            tags,
+            pool,
+        });
+        Output::ok("")
+    }
+
+    fn lvremove(&mut self, target: &str) -> Output {
+        if self.open.iter().any(|o| o == target) {
+            return Output::failed(5, format!("  Logical volume {target} in use.\n"));
+        }
+        let before = self.lvs.len();
+        self.lvs
+            .retain(|l| format!("{}/{}", l.vg, l.name) != target);
+        if before == self.lvs.len() {
+            return lv_not_found(target);
+        }
+        Output::ok("")
+    }
+
+    fn lvchange(&mut self, argv: &[String]) -> Output {
+        let Some((target, options)) = argv[1..].split_last() else {
+            return Output::failed(3, "  No command with matching syntax recognised.\n");
+        };
+        let Some(lv) = self
+            .lvs
+            .iter_mut()
+            .find(|l| format!("{}/{}", l.vg, l.name) == *target)
+        else {
+            return lv_not_found(target);
+        };
+        for pair in options.chunks(2) {
+            match (pair[0].as_str(), pair.get(1)) {
+                ("--addtag", Some(t)) if !lv.tags.contains(t) => lv.tags.push(t.clone()),
+                ("--deltag", Some(t)) => lv.tags.retain(|x| x != t),
+                _ => {}
+            }
+        }
+        Output::ok("")
+    }
+}
+
+fn vg_not_found(vg: &str) -> Output {
+    Output::failed(
+        5,
+        format!("  Volume group \"{vg}\" not found\n  Cannot process volume group {vg}\n"),
+    )
+}
+
+fn lv_not_found(target: &str) -> Output {
+    Output::failed(5, format!("  Failed to find logical volume \"{target}\"\n"))
+}
+
+fn lv_row(l: &FakeLv) -> serde_json::Value {
+    json!({
+        "vg_name": l.vg, "lv_name": l.name, "lv_size": l.size.to_string(), "lv_attr": l.attr,
+        "lv_tags": l.tags.join(","), "pool_lv": l.pool.clone().unwrap_or_default(),
+        "lv_health_status": "",
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lvm::{Lvm, LvmError, NewLv};
+
+    /// The simulation agrees with the real parser and error classification.
+    #[tokio::test]
+    async fn the_real_lvm_layer_works_against_it() {
+        let fake = FakeLvm::new();
+        fake.add_vg("vg", 64 << 20, 4 << 20);
+        let lvm = Lvm::new(fake.runner());
+        let new = NewLv {
+            vg: "vg".into(),
+            name: "a".into(),
+            size: 8 << 20,
+            thin_pool: None,
+            tags: vec!["t=1".into()],
+        };
+        lvm.create(&new).await.unwrap();
+        assert!(matches!(
+            lvm.create(&new).await,
+            Err(LvmError::AlreadyExists { .. })
+        ));
+        let lv = lvm.get("vg", "a").await.unwrap().unwrap();
+        assert_eq!(
+            (lv.size, lv.tags.clone()),
+            (8 << 20, vec!["t=1".to_string()])
+        );
+        assert_eq!(lvm.vg("vg").await.unwrap().unwrap().free, 56 << 20);
+        assert_eq!(lvm.vg("nope").await.unwrap(), None);
+        fake.set_open("vg", "a", true);
+        assert!(matches!(
+            lvm.remove("vg", "a").await,
+            Err(LvmError::InUse { .. })
+        ));
+        fake.set_open("vg", "a", false);
+        lvm.remove("vg", "a").await.unwrap();
+        assert!(matches!(
+            lvm.remove("vg", "a").await,
+            Err(LvmError::NotFound { .. })
+        ));
+    }
+}
