@@ -156,6 +156,10 @@ pub struct NodeArgs {
     /// How long to wait for the block device after a login.
     #[arg(long, env = "CSI_DEVICE_TIMEOUT", value_parser = parse_seconds, default_value = "30")]
     pub device_timeout: Duration,
+    /// Directory of the node's stage records (which target each staged volume uses); must
+    /// survive pod restarts. Default: `volumes/` beside the endpoint's socket.
+    #[arg(long, env = "CSI_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Flags of `doctor`.

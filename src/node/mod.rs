@@ -1,8 +1,264 @@
-//! The Node service (placeholder until the node plugin lands).
+//! The Node service: what nova-compute and os-brick do in Cinder's attach, for kubelet.
+//!
+//! - [`stage`](NodeService::stage): node record + CHAP, login (an existing session is
+//!   reused), the LUN's disk found through sysfs, mkfs only on a blank device, mount at the
+//!   staging path; [`unstage`](NodeService::unstage) undoes it for that target only.
+//! - publish/unpublish: bind mounts into the pod's target path (a device node bound onto a
+//!   file for raw block volumes).
+//! - stats: statvfs or device size, and the volume condition from the session state.
+//!
+//! Every RPC validates first ([`context`]), then takes the per-volume guard, then observes
+//! the real state (mountinfo, sysfs, iscsiadm) before acting, so a repeat or a retry after a
+//! crash half-way completes the work instead of redoing it. The layers: [`iscsi`],
+//! [`device`], [`fs`], [`mount`] (with the test double in [`fake`]), [`state`].
 
-use crate::cli::NodeArgs;
+pub mod context;
+pub mod device;
+pub mod error;
+pub mod fake;
+pub mod fs;
+pub mod iscsi;
+pub mod mount;
+pub mod state;
 
-/// Runs node mode until SIGTERM/SIGINT.
-pub async fn run(_args: NodeArgs) -> Result<(), String> {
-    Err("node mode is not built yet".into())
+mod publish;
+mod stage;
+mod startup;
+mod stats;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod testutil;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use crate::csi::node_server::Node;
+use crate::csi::node_service_capability::{rpc, Rpc, Type as CapType};
+use crate::csi::*;
+use crate::exec::SharedRunner;
+use crate::ops::{VolumeGuard, VolumeLocks};
+
+use self::device::Sysfs;
+use self::error::NodeError;
+use self::fs::Filesystems;
+use self::iscsi::Iscsiadm;
+use self::mount::{mount_at, MountEntry, Mounter, Unmounted};
+use self::state::StateDir;
+
+pub use self::startup::{read_initiator_name, run};
+
+/// Settings of the node service.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Reported by NodeGetInfo: the Kubernetes node name, or the IQN when standalone.
+    pub node_id: String,
+    /// This host's initiator IQN (CHAP credentials are derived with it).
+    pub initiator_iqn: String,
+    /// Reported by NodeGetInfo (0: no limit).
+    pub max_volumes_per_node: i64,
+    /// How long to wait for a LUN's disk after a login.
+    pub device_timeout: Duration,
+}
+
+/// What the node service acts through (real in production, fakes in unit tests).
+pub struct NodeDeps {
+    /// iscsiadm, in the host's namespaces or directly.
+    pub iscsiadm: Iscsiadm,
+    /// Runs blkid, mkfs and blockdev (in this container: they only need /dev).
+    pub tools: SharedRunner,
+    /// Mount syscalls and the mount table.
+    pub mounter: Arc<dyn Mounter>,
+    /// sysfs and /dev.
+    pub sysfs: Sysfs,
+    /// Records of staged volumes.
+    pub state: StateDir,
+}
+
+/// The Node service.
+pub struct NodeService {
+    /// Settings.
+    config: NodeConfig,
+    /// The initiator.
+    iscsi: Iscsiadm,
+    /// blkid and mkfs.
+    fs: Filesystems,
+    /// blockdev.
+    tools: SharedRunner,
+    /// Mounts.
+    mounter: Arc<dyn Mounter>,
+    /// Device discovery.
+    sysfs: Sysfs,
+    /// Stage records.
+    state: StateDir,
+    /// One operation per volume at a time.
+    locks: VolumeLocks,
+}
+
+impl NodeService {
+    /// A node service with `config`, acting through `deps`.
+    pub fn new(config: NodeConfig, deps: NodeDeps) -> Self {
+        NodeService {
+            config,
+            iscsi: deps.iscsiadm,
+            fs: Filesystems::new(Arc::clone(&deps.tools)),
+            tools: deps.tools,
+            mounter: deps.mounter,
+            sysfs: deps.sysfs,
+            state: deps.state,
+            locks: VolumeLocks::new(),
+        }
+    }
+
+    /// Takes the volume's guard, or fails with `Busy` (ABORTED).
+    fn lock(&self, volume_id: &str) -> Result<VolumeGuard, NodeError> {
+        self.locks
+            .try_lock(volume_id)
+            .ok_or_else(|| NodeError::Busy {
+                volume_id: volume_id.to_string(),
+            })
+    }
+
+    /// The top-most mount at `path`.
+    async fn mount_at(&self, path: &Path) -> Result<Option<MountEntry>, NodeError> {
+        Ok(mount_at(&self.mounter.mounts().await?, path).cloned())
+    }
+
+    /// Unmounts everything stacked at `path`.
+    async fn unmount_all(&self, path: &Path) -> Result<(), NodeError> {
+        // A path can hold several stacked mounts; a few rounds is more than kubelet makes.
+        for _ in 0..8 {
+            if self.mounter.unmount(path).await? == Unmounted::NotMounted {
+                return Ok(());
+            }
+            tracing::info!(path = %path.display(), "unmounted");
+        }
+        match self.mount_at(path).await? {
+            None => Ok(()),
+            Some(m) => Err(NodeError::TargetConflict {
+                path: path.to_path_buf(),
+                found: format!("{} ({})", m.source, m.dev),
+                expected: "nothing after 8 unmounts".into(),
+            }),
+        }
+    }
+}
+
+/// `path` with symlinks resolved when it exists (mountinfo lists resolved paths).
+fn resolve(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Runs one RPC in a span carrying the volume id, logs its outcome and maps its error.
+async fn traced<T>(
+    rpc: &'static str,
+    volume_id: &str,
+    work: impl Future<Output = Result<T, NodeError>>,
+) -> Result<Response<T>, Status> {
+    let span = tracing::info_span!("rpc", rpc, volume_id);
+    async move {
+        let started = Instant::now();
+        tracing::debug!("started");
+        let result = work.await;
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        match result {
+            Ok(v) => {
+                tracing::info!(elapsed_ms, "succeeded");
+                Ok(Response::new(v))
+            }
+            Err(e) => {
+                let status = Status::from(e);
+                tracing::warn!(elapsed_ms, code = ?status.code(), error = status.message(), "failed");
+                Err(status)
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+#[async_trait]
+impl Node for NodeService {
+    async fn node_stage_volume(
+        &self,
+        request: Request<NodeStageVolumeRequest>,
+    ) -> Result<Response<NodeStageVolumeResponse>, Status> {
+        let req = request.into_inner();
+        traced("NodeStageVolume", &req.volume_id, self.stage(&req)).await
+    }
+
+    async fn node_unstage_volume(
+        &self,
+        request: Request<NodeUnstageVolumeRequest>,
+    ) -> Result<Response<NodeUnstageVolumeResponse>, Status> {
+        let req = request.into_inner();
+        traced("NodeUnstageVolume", &req.volume_id, self.unstage(&req)).await
+    }
+
+    async fn node_publish_volume(
+        &self,
+        request: Request<NodePublishVolumeRequest>,
+    ) -> Result<Response<NodePublishVolumeResponse>, Status> {
+        let req = request.into_inner();
+        traced("NodePublishVolume", &req.volume_id, self.publish(&req)).await
+    }
+
+    async fn node_unpublish_volume(
+        &self,
+        request: Request<NodeUnpublishVolumeRequest>,
+    ) -> Result<Response<NodeUnpublishVolumeResponse>, Status> {
+        let req = request.into_inner();
+        traced("NodeUnpublishVolume", &req.volume_id, self.unpublish(&req)).await
+    }
+
+    async fn node_get_volume_stats(
+        &self,
+        request: Request<NodeGetVolumeStatsRequest>,
+    ) -> Result<Response<NodeGetVolumeStatsResponse>, Status> {
+        let req = request.into_inner();
+        traced("NodeGetVolumeStats", &req.volume_id, self.stats(&req)).await
+    }
+
+    async fn node_expand_volume(
+        &self,
+        _: Request<NodeExpandVolumeRequest>,
+    ) -> Result<Response<NodeExpandVolumeResponse>, Status> {
+        Err(Status::unimplemented(
+            "NodeExpandVolume is not supported yet (EXPAND_VOLUME is not advertised)",
+        ))
+    }
+
+    async fn node_get_capabilities(
+        &self,
+        _: Request<NodeGetCapabilitiesRequest>,
+    ) -> Result<Response<NodeGetCapabilitiesResponse>, Status> {
+        let capabilities = [
+            rpc::Type::StageUnstageVolume,
+            rpc::Type::GetVolumeStats,
+            rpc::Type::VolumeCondition,
+        ]
+        .into_iter()
+        .map(|t| NodeServiceCapability {
+            r#type: Some(CapType::Rpc(Rpc { r#type: t as i32 })),
+        })
+        .collect();
+        Ok(Response::new(NodeGetCapabilitiesResponse { capabilities }))
+    }
+
+    async fn node_get_info(
+        &self,
+        _: Request<NodeGetInfoRequest>,
+    ) -> Result<Response<NodeGetInfoResponse>, Status> {
+        Ok(Response::new(NodeGetInfoResponse {
+            node_id: self.config.node_id.clone(),
+            max_volumes_per_node: self.config.max_volumes_per_node,
+            accessible_topology: None,
+        }))
+    }
 }

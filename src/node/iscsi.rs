@@ -1,0 +1,591 @@
+//! The iSCSI initiator through `iscsiadm` (open-iscsi): node records with
+//! `node.startup=manual` and CHAP, login, logout and record deletion, and the session list.
+//! Exit codes are open-iscsi's (`include/iscsi_err.h`), classified here, where they are
+//! produced: the layers above see "session exists", "nothing there" or a typed failure.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::chap::Chap;
+use crate::exec::{Cmd, ExecError, Output, SharedRunner};
+
+/// open-iscsi exit codes this driver acts on.
+pub mod exit {
+    /// ISCSI_ERR_TRANS: transport (TCP) error.
+    pub const TRANSPORT: i32 = 4;
+    /// ISCSI_ERR_TRANS_TIMEOUT: connection timed out (portal unreachable, or a target that
+    /// rejects the login as "not found", retried until the attempts run out).
+    pub const TIMEOUT: i32 = 8;
+    /// ISCSI_ERR_SESS_EXISTS: a session to this target and portal is already logged in.
+    pub const SESSION_EXISTS: i32 = 15;
+    /// ISCSI_ERR_ISCSID_COMM_ERR: iscsid did not answer properly.
+    pub const ISCSID_COMM: i32 = 18;
+    /// ISCSI_ERR_FATAL_LOGIN: the target refused the login for good (seen for a wrong
+    /// mutual-CHAP secret).
+    pub const FATAL_LOGIN: i32 = 19;
+    /// ISCSI_ERR_ISCSID_NOTCONN: iscsid is not running.
+    pub const ISCSID_NOT_CONNECTED: i32 = 20;
+    /// ISCSI_ERR_NO_OBJS_FOUND: no such session or node record ("nothing to do").
+    pub const NO_OBJECTS: i32 = 21;
+    /// ISCSI_ERR_LOGIN_AUTH_FAILED: CHAP failed or the initiator is not in the ACL.
+    pub const AUTH_FAILED: i32 = 24;
+}
+
+/// Login attempts before iscsiadm gives up (open-iscsi's default is 8, about 2 minutes
+/// against a dead portal: longer than kubelet waits for NodeStageVolume).
+const LOGIN_RETRIES: &str = "2";
+
+/// Upper bound on one iscsiadm login (its own attempts end well before).
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// An iSCSI portal: address (IPv6 without brackets) and TCP port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Portal {
+    /// Host name, IPv4 or IPv6 address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+/// The iSCSI port when a portal names none.
+pub const DEFAULT_PORT: u16 = 3260;
+
+impl FromStr for Portal {
+    type Err = String;
+
+    /// `ADDRESS:PORT`, `[IPv6]:PORT`, or an address alone (port 3260).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = |why: &str| format!("portal `{}` {why}", s.escape_debug());
+        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+            let (host, after) = rest.split_once(']').ok_or_else(|| bad("lacks `]`"))?;
+            if host.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(bad("has an invalid IPv6 address"));
+            }
+            match after {
+                "" => (host, None),
+                p => (
+                    host,
+                    Some(
+                        p.strip_prefix(':')
+                            .ok_or_else(|| bad("needs `:` after `]`"))?,
+                    ),
+                ),
+            }
+        } else {
+            match s.split_once(':') {
+                Some((h, p)) if !p.contains(':') => (h, Some(p)),
+                Some(_) => return Err(bad("is IPv6: write it as [ADDRESS]:PORT")),
+                None => (s, None),
+            }
+        };
+        if host.is_empty()
+            || !host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'))
+        {
+            return Err(bad("has an invalid address"));
+        }
+        let port = match port {
+            None => DEFAULT_PORT,
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| bad("has an invalid port"))?,
+        };
+        Ok(Portal {
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for Portal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl Portal {
+    /// Whether both name the same endpoint (IP addresses compared as addresses).
+    pub fn same(&self, other: &Portal) -> bool {
+        if self.port != other.port {
+            return false;
+        }
+        match (self.host.parse::<IpAddr>(), other.host.parse::<IpAddr>()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => self.host.eq_ignore_ascii_case(&other.host),
+        }
+    }
+}
+
+/// One line of `iscsiadm -m session`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// Session id.
+    pub sid: u32,
+    /// The portal it is connected to.
+    pub portal: Portal,
+    /// Target IQN.
+    pub target: String,
+}
+
+/// Why a login failed, from iscsiadm's exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginFailure {
+    /// Exit 24: CHAP failed or the initiator is not in the target's ACL.
+    Auth,
+    /// Exit 19: the target refused the login for good.
+    Refused,
+    /// Exits 4 and 8: no connection, or the target kept rejecting until the attempts ran out.
+    Unreachable,
+    /// Exits 18 and 20: iscsid is not running or not answering.
+    Iscsid,
+    /// Any other exit code.
+    Other,
+}
+
+impl LoginFailure {
+    /// Classifies an iscsiadm login exit code.
+    pub fn from_code(code: i32) -> Self {
+        match code {
+            exit::AUTH_FAILED => LoginFailure::Auth,
+            exit::FATAL_LOGIN => LoginFailure::Refused,
+            exit::TIMEOUT | exit::TRANSPORT => LoginFailure::Unreachable,
+            exit::ISCSID_NOT_CONNECTED | exit::ISCSID_COMM => LoginFailure::Iscsid,
+            _ => LoginFailure::Other,
+        }
+    }
+}
+
+impl fmt::Display for LoginFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LoginFailure::Auth => "authentication failure (CHAP or ACL): check that the controller and this node use the same CHAP key Secret (the StorageClass's publish and stage secret refs) and that the volume was published to this node's initiator",
+            LoginFailure::Refused => "the target refused the login (with mutual CHAP: the target's credentials did not match the key this node derived; check the CHAP key Secret)",
+            LoginFailure::Unreachable => "no usable connection (portal unreachable, or the target is not exported there): check the network path to the portal and the volume's export on the storage node",
+            LoginFailure::Iscsid => "iscsid is not running or not answering on this node: start it (`systemctl enable --now iscsid`)",
+            LoginFailure::Other => "unexpected iscsiadm failure",
+        })
+    }
+}
+
+/// Failures of the initiator layer.
+#[derive(Debug, thiserror::Error)]
+pub enum IscsiError {
+    /// `iscsiadm --login` failed.
+    #[error("login to {portal} {target} failed: {failure} (iscsiadm exit {code}: {stderr})")]
+    Login {
+        /// Target IQN.
+        target: String,
+        /// Portal.
+        portal: String,
+        /// The classified cause.
+        failure: LoginFailure,
+        /// iscsiadm's exit code.
+        code: i32,
+        /// Its trimmed stderr.
+        stderr: String,
+    },
+    /// Another iscsiadm operation failed.
+    #[error("cannot {action} for {target}")]
+    Command {
+        /// What was attempted.
+        action: &'static str,
+        /// Target IQN (or `*` for the session list).
+        target: String,
+        /// The tool's error.
+        #[source]
+        source: ExecError,
+    },
+    /// `iscsiadm -m session` printed something unexpected.
+    #[error("cannot parse `iscsiadm -m session` line `{line}`")]
+    Parse {
+        /// The line.
+        line: String,
+    },
+}
+
+/// How a login ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Login {
+    /// A new session was created.
+    New,
+    /// A session already existed (exit 15) and is reused.
+    Existing,
+}
+
+/// Parses `iscsiadm -m session` (`tcp: [SID] ADDRESS:PORT,TPGT IQN (non-flash)`).
+pub fn parse_sessions(text: &str) -> Result<Vec<Session>, IscsiError> {
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let err = || IscsiError::Parse {
+            line: line.to_string(),
+        };
+        let mut fields = line.split_whitespace();
+        let (Some(_transport), Some(sid), Some(portal), Some(target)) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        else {
+            return Err(err());
+        };
+        let sid = sid
+            .strip_prefix('[')
+            .and_then(|s| s.strip_suffix(']'))
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(err)?;
+        let (portal, _tpgt) = portal.rsplit_once(',').ok_or_else(err)?;
+        out.push(Session {
+            sid,
+            portal: portal.parse().map_err(|_| err())?,
+            target: target.to_string(),
+        });
+    }
+    Ok(out)
+}
+
+/// iscsiadm, run through a runner (directly or in the host's namespaces).
+#[derive(Clone)]
+pub struct Iscsiadm {
+    /// Runs iscsiadm.
+    runner: SharedRunner,
+}
+
+fn record(target: &str, portal: &Portal) -> Cmd {
+    Cmd::new("iscsiadm").args([
+        "-m".to_string(),
+        "node".into(),
+        "-T".into(),
+        target.to_string(),
+        "-p".into(),
+        portal.to_string(),
+    ])
+}
+
+fn command_error(action: &'static str, target: &str, cmd: &Cmd, out: &Output) -> IscsiError {
+    IscsiError::Command {
+        action,
+        target: target.to_string(),
+        source: ExecError::failed(cmd, out),
+    }
+}
+
+impl Iscsiadm {
+    /// iscsiadm through `runner`.
+    pub fn new(runner: SharedRunner) -> Self {
+        Iscsiadm { runner }
+    }
+
+    async fn output(
+        &self,
+        action: &'static str,
+        target: &str,
+        cmd: &Cmd,
+    ) -> Result<Output, IscsiError> {
+        self.runner
+            .output(cmd)
+            .await
+            .map_err(|source| IscsiError::Command {
+                action,
+                target: target.to_string(),
+                source,
+            })
+    }
+
+    /// Runs `cmd`, accepting exit 0 and the codes in `ok`.
+    async fn expect(
+        &self,
+        action: &'static str,
+        target: &str,
+        cmd: Cmd,
+        ok: &[i32],
+    ) -> Result<Output, IscsiError> {
+        let out = self.output(action, target, &cmd).await?;
+        if out.success() || ok.contains(&out.code) {
+            Ok(out)
+        } else {
+            Err(command_error(action, target, &cmd, &out))
+        }
+    }
+
+    /// The logged-in sessions (exit 21 means none).
+    pub async fn sessions(&self) -> Result<Vec<Session>, IscsiError> {
+        let cmd = Cmd::new("iscsiadm").args(["-m", "session"]);
+        let out = self
+            .expect("list iSCSI sessions", "*", cmd, &[exit::NO_OBJECTS])
+            .await?;
+        if out.code == exit::NO_OBJECTS {
+            return Ok(Vec::new());
+        }
+        parse_sessions(&out.stdout_str())
+    }
+
+    /// Creates (or resets) the node record for `target` at `portal`: manual start-up (the
+    /// host must not log in by itself at boot), bounded login attempts, and CHAP (with the
+    /// target's mutual credentials) or no authentication.
+    pub async fn prepare(
+        &self,
+        target: &str,
+        portal: &Portal,
+        chap: Option<&Chap>,
+    ) -> Result<(), IscsiError> {
+        const ACTION: &str = "create the iSCSI node record";
+        let new = record(target, portal).args(["--interface", "default", "-o", "new"]);
+        self.expect(ACTION, target, new, &[]).await?;
+        let mut update = record(target, portal)
+            .args(["-o", "update"])
+            .args(["-n", "node.startup", "-v", "manual"])
+            .args([
+                "-n",
+                "node.session.initial_login_retry_max",
+                "-v",
+                LOGIN_RETRIES,
+            ]);
+        update = match chap {
+            None => update.args(["-n", "node.session.auth.authmethod", "-v", "None"]),
+            Some(c) => update
+                .args(["-n", "node.session.auth.authmethod", "-v", "CHAP"])
+                .args(["-n", "node.session.auth.username", "-v", &c.initiator.user])
+                .args(["-n", "node.session.auth.password", "-v"])
+                .secret_arg(&c.initiator.password)
+                .args(["-n", "node.session.auth.username_in", "-v", &c.target.user])
+                .args(["-n", "node.session.auth.password_in", "-v"])
+                .secret_arg(&c.target.password),
+        };
+        self.expect(ACTION, target, update, &[]).await?;
+        Ok(())
+    }
+
+    /// Logs in to `target` at `portal`; an existing session is reused, never duplicated.
+    pub async fn login(&self, target: &str, portal: &Portal) -> Result<Login, IscsiError> {
+        let cmd = record(target, portal).arg("--login").timeout(LOGIN_TIMEOUT);
+        let out = self.output("log in", target, &cmd).await?;
+        match out.code {
+            0 => Ok(Login::New),
+            exit::SESSION_EXISTS => Ok(Login::Existing),
+            code => {
+                let stderr = match ExecError::failed(&cmd, &out) {
+                    ExecError::Failed { stderr, .. } => stderr,
+                    other => other.to_string(),
+                };
+                Err(IscsiError::Login {
+                    target: target.to_string(),
+                    portal: portal.to_string(),
+                    failure: LoginFailure::from_code(code),
+                    code,
+                    stderr,
+                })
+            }
+        }
+    }
+
+    /// Logs out every session to `target` (and only to it); none is fine.
+    pub async fn logout(&self, target: &str) -> Result<(), IscsiError> {
+        let cmd = Cmd::new("iscsiadm").args(["-m", "node", "-T", target, "--logout"]);
+        self.expect("log out", target, cmd, &[exit::NO_OBJECTS])
+            .await
+            .map(drop)
+    }
+
+    /// Deletes every node record of `target`; none is fine.
+    pub async fn delete_records(&self, target: &str) -> Result<(), IscsiError> {
+        let cmd = Cmd::new("iscsiadm").args(["-m", "node", "-T", target, "-o", "delete"]);
+        self.expect(
+            "delete the iSCSI node records",
+            target,
+            cmd,
+            &[exit::NO_OBJECTS],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Whether iscsid listens on its control socket, in the namespaces iscsiadm runs in
+    /// (iscsiadm only needs it for logins and logouts, so listing sessions cannot tell).
+    pub async fn iscsid_listening(&self) -> Result<bool, ExecError> {
+        let out = self
+            .runner
+            .run(&Cmd::new("cat").arg("/proc/net/unix"))
+            .await?;
+        Ok(out
+            .stdout_str()
+            .lines()
+            .any(|l| l.trim_end().ends_with("@ISCSIADM_ABSTRACT_NAMESPACE")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::FakeRunner;
+    use std::sync::Arc;
+
+    #[test]
+    fn portals() {
+        let p: Portal = "10.0.0.5:3260".parse().unwrap();
+        assert_eq!((p.host.as_str(), p.port), ("10.0.0.5", 3260));
+        let v6: Portal = "[fd00::5]:3261".parse().unwrap();
+        assert_eq!((v6.host.as_str(), v6.port), ("fd00::5", 3261));
+        assert_eq!(v6.to_string(), "[fd00::5]:3261");
+        assert_eq!("storage-1".parse::<Portal>().unwrap().port, DEFAULT_PORT);
+        assert!("[::1]".parse::<Portal>().is_ok());
+        for bad in [
+            "",
+            "fd00::5:3260",
+            "a:0",
+            "a:99999",
+            "[zz]:1",
+            "[::1]3260",
+            "a b:1",
+            "a;rm:1",
+        ] {
+            assert!(bad.parse::<Portal>().is_err(), "{bad}");
+        }
+        let a: Portal = "[::1]:3260".parse().unwrap();
+        let b: Portal = "[0:0:0:0:0:0:0:1]:3260".parse().unwrap();
+        assert!(a.same(&b));
+        assert!(!a.same(&"[::1]:3261".parse().unwrap()));
+    }
+
+    /// `iscsiadm -m session` output captured in the lab (open-iscsi 2.1.8).
+    #[test]
+    fn parses_real_session_lists() {
+        let s = parse_sessions(include_str!("testdata/iscsiadm-session.txt")).unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].sid, 2);
+        assert_eq!(s[0].portal.to_string(), "127.0.0.1:3260");
+        assert_eq!(s[1].target, "iqn.2026-11.io.csi.lvm-iscsi:vg.lv2");
+        let v6 = parse_sessions(include_str!("testdata/iscsiadm-session-ipv6.txt")).unwrap();
+        assert_eq!(v6[1].portal.host, "::1");
+        assert!(parse_sessions("").unwrap().is_empty());
+        assert!(parse_sessions("tcp: 2 x").is_err());
+        assert!(parse_sessions("tcp: [x] 1.2.3.4:3260,1 iqn.a:b").is_err());
+    }
+
+    fn fake(
+        f: impl Fn(&[String]) -> Output + Send + Sync + 'static,
+    ) -> (Arc<FakeRunner>, Iscsiadm) {
+        let r = Arc::new(FakeRunner::new(f));
+        (r.clone(), Iscsiadm::new(r))
+    }
+
+    #[tokio::test]
+    async fn no_sessions_is_an_empty_list() {
+        let (_, i) = fake(|_| Output::failed(21, "iscsiadm: No active sessions.\n"));
+        assert!(i.sessions().await.unwrap().is_empty());
+        let (_, i) = fake(|_| Output::failed(6, "iscsiadm: database error\n"));
+        assert!(i.sessions().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn prepare_sets_manual_startup_and_chap_with_secrets_redacted() {
+        let (r, i) = fake(|_| Output::ok(""));
+        let chap = crate::chap::derive(b"0123456789abcdef", "vg/a", "iqn.2000-01.x:n1");
+        let p: Portal = "[fd00::1]:3260".parse().unwrap();
+        i.prepare("iqn.t:a", &p, Some(&chap)).await.unwrap();
+        let calls = r.calls();
+        assert_eq!(
+            calls[0],
+            "iscsiadm -m node -T iqn.t:a -p [fd00::1]:3260 --interface default -o new"
+        );
+        let update = &calls[1];
+        for want in [
+            "-n node.startup -v manual",
+            "-n node.session.auth.authmethod -v CHAP",
+            &format!("-n node.session.auth.username -v {}", chap.initiator.user),
+            &format!(
+                "-n node.session.auth.password -v {}",
+                chap.initiator.password
+            ),
+            &format!("-n node.session.auth.username_in -v {}", chap.target.user),
+            &format!(
+                "-n node.session.auth.password_in -v {}",
+                chap.target.password
+            ),
+        ] {
+            assert!(update.contains(want), "{want} missing in {update}");
+        }
+        // What may be logged never holds a password.
+        let (_, failing) = fake(|_| Output::failed(6, "db locked"));
+        let err = failing
+            .prepare("iqn.t:a", &p, Some(&chap))
+            .await
+            .unwrap_err();
+        let msg = crate::error::full_message(&err);
+        assert!(!msg.contains(&chap.initiator.password), "{msg}");
+        r.clear();
+        i.prepare("iqn.t:a", &p, None).await.unwrap();
+        assert!(r.calls()[1].contains("-n node.session.auth.authmethod -v None"));
+    }
+
+    #[tokio::test]
+    async fn login_reuses_sessions_and_classifies_failures() {
+        let p: Portal = "10.0.0.5:3260".parse().unwrap();
+        let (r, i) = fake(|_| Output::ok("Login to [...] successful.\n"));
+        assert_eq!(i.login("iqn.t:a", &p).await.unwrap(), Login::New);
+        assert_eq!(
+            r.calls()[0],
+            "iscsiadm -m node -T iqn.t:a -p 10.0.0.5:3260 --login"
+        );
+        let (_, i) = fake(|_| {
+            Output::failed(
+                15,
+                "iscsiadm: default: 1 session requested, but 1 already present.\n",
+            )
+        });
+        assert_eq!(i.login("iqn.t:a", &p).await.unwrap(), Login::Existing);
+        for (code, want) in [
+            (24, LoginFailure::Auth),
+            (19, LoginFailure::Refused),
+            (8, LoginFailure::Unreachable),
+            (20, LoginFailure::Iscsid),
+            (1, LoginFailure::Other),
+        ] {
+            let (_, i) = fake(move |_| {
+                Output::failed(code, "iscsiadm: initiator reported error (24 - iSCSI login failed due to authorization failure)\n")
+            });
+            let err = i.login("iqn.t:a", &p).await.unwrap_err();
+            let IscsiError::Login { failure, .. } = &err else {
+                panic!("{err}")
+            };
+            assert_eq!(*failure, want);
+            let msg = err.to_string();
+            assert!(
+                msg.contains("10.0.0.5:3260") && msg.contains("iqn.t:a"),
+                "{msg}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn logout_and_delete_accept_nothing_there() {
+        let (r, i) = fake(|_| Output::failed(21, "iscsiadm: No matching sessions found\n"));
+        i.logout("iqn.t:a").await.unwrap();
+        i.delete_records("iqn.t:a").await.unwrap();
+        assert_eq!(
+            r.calls(),
+            [
+                "iscsiadm -m node -T iqn.t:a --logout",
+                "iscsiadm -m node -T iqn.t:a -o delete"
+            ]
+        );
+        let (_, i) = fake(|_| Output::failed(6, "iscsiadm: Could not lock the database\n"));
+        assert!(i.logout("iqn.t:a").await.is_err());
+        assert!(i.delete_records("iqn.t:a").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn iscsid_socket_is_looked_up_in_proc_net_unix() {
+        let (_, up) = fake(|_| {
+            Output::ok("Num       RefCount Protocol Flags    Type St Inode Path\n0000000000000000: 00000002 00000000 00010000 0001 01   496 @ISCSIADM_ABSTRACT_NAMESPACE\n")
+        });
+        assert!(up.iscsid_listening().await.unwrap());
+        let (_, down) = fake(|_| Output::ok("Num RefCount Protocol Flags Type St Inode Path\n"));
+        assert!(!down.iscsid_listening().await.unwrap());
+    }
+}

@@ -1,0 +1,360 @@
+//! NodeStageVolume and NodeUnstageVolume: the attach and the detach.
+//!
+//! Stage: validate → guard → look at the staging path (already mounted with this volume's
+//! disk: done; with anything else: refuse) → write the stage record → reuse or create the
+//! session (node record with manual start-up and CHAP, login; on failure remove the records
+//! and leave nothing) → wait for the LUN's disk in sysfs → for mount volumes: blkid, mkfs only
+//! when blank, mount.
+//!
+//! Unstage: validate → guard → refuse while the disk is still mounted elsewhere (a pod's
+//! bind mount) → unmount the staging path → flush and delete the disk → log out of that
+//! target only → delete its node records → forget the record. Each "not there" is success.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use nix::mount::MsFlags;
+
+use crate::chap::{self, Chap};
+use crate::csi::{
+    NodeStageVolumeRequest, NodeStageVolumeResponse, NodeUnstageVolumeRequest,
+    NodeUnstageVolumeResponse,
+};
+
+use super::context::{self, Access, Capability, TargetInfo};
+use super::device::{self, BlockDevice};
+use super::error::NodeError;
+use super::fs::{Content, FsType};
+use super::iscsi::{Login, Portal};
+use super::mount::{MountEntry, MountOptions};
+use super::state::StageRecord;
+use super::{resolve, NodeService};
+
+impl NodeService {
+    /// NodeStageVolume.
+    pub(super) async fn stage(
+        &self,
+        req: &NodeStageVolumeRequest,
+    ) -> Result<NodeStageVolumeResponse, NodeError> {
+        context::volume_id(&req.volume_id)?;
+        let staging = context::abs_path("staging_target_path", &req.staging_target_path)?;
+        let cap = context::capability(req.volume_capability.as_ref())?;
+        let target = context::target_info(&req.publish_context)?;
+        let chap = self.chap(&req.secrets, &req.volume_id, target.chap)?;
+        let _guard = self.lock(&req.volume_id)?;
+        let staging = resolve(&staging);
+
+        let record = StageRecord {
+            volume_id: req.volume_id.clone(),
+            target_iqn: target.iqn.clone(),
+            portals: target.portals.iter().map(ToString::to_string).collect(),
+            lun: target.lun,
+        };
+        if let Some(mounted) = self.mount_at(&staging).await? {
+            self.check_staged(&staging, &mounted, &target, &cap)?;
+            // Re-written in case it was lost: unstage needs it.
+            self.state.save(&record).await?;
+            tracing::info!(staging = %staging.display(), "already staged");
+            return Ok(NodeStageVolumeResponse {});
+        }
+        // Written before the login, so that an unstage after a crash finds the session.
+        self.state.save(&record).await?;
+        let portal = match self.ensure_session(&target, chap.as_ref()).await {
+            Ok(p) => p,
+            Err(e) => {
+                self.state.remove(&req.volume_id).await?;
+                return Err(e);
+            }
+        };
+        let disk = self
+            .sysfs
+            .wait_for_lun(&target.iqn, &portal, target.lun, self.config.device_timeout)
+            .await?;
+        self.sysfs
+            .check_by_path(&portal, &target.iqn, target.lun, &disk)?;
+        tracing::info!(device = %disk.path.display(), lun = target.lun, "LUN attached");
+        match &cap.access {
+            Access::Block => Ok(NodeStageVolumeResponse {}),
+            Access::Mount { fs, options } => {
+                self.format_and_mount(&disk, &staging, *fs, options, cap.read_only)
+                    .await?;
+                Ok(NodeStageVolumeResponse {})
+            }
+        }
+    }
+
+    /// The CHAP credentials for this volume and this node, when the target wants CHAP.
+    fn chap(
+        &self,
+        secrets: &HashMap<String, String>,
+        volume_id: &str,
+        required: bool,
+    ) -> Result<Option<Chap>, NodeError> {
+        if !required {
+            if secrets.contains_key(chap::SECRET_KEY) {
+                tracing::warn!("stage secrets hold a CHAP key but the target does not use CHAP (publish_context authMethod=None); logging in without");
+            }
+            return Ok(None);
+        }
+        chap::from_secrets(secrets, volume_id, &self.config.initiator_iqn)?
+            .map(Some)
+            .ok_or(NodeError::MissingChapKey {
+                key: chap::SECRET_KEY,
+            })
+    }
+
+    /// Whether what is mounted at the staging path is this volume, staged compatibly.
+    fn check_staged(
+        &self,
+        staging: &Path,
+        mounted: &MountEntry,
+        target: &TargetInfo,
+        cap: &Capability,
+    ) -> Result<(), NodeError> {
+        let conflict = |expected: String| NodeError::StagingConflict {
+            path: staging.to_path_buf(),
+            found: format!("{} ({})", mounted.source, mounted.dev),
+            expected,
+        };
+        let disk = self
+            .sysfs
+            .find_lun(&target.iqn, target.lun)?
+            .ok_or_else(|| {
+                conflict(format!(
+                    "none: LUN {} of {} is not attached",
+                    target.lun, target.iqn
+                ))
+            })?;
+        if disk.dev != mounted.dev {
+            return Err(conflict(format!("{} ({})", disk.path.display(), disk.dev)));
+        }
+        let Access::Mount { fs, .. } = &cap.access else {
+            return Err(conflict(
+                "nothing: a block volume is not mounted when staged".into(),
+            ));
+        };
+        let existing = format!(
+            "{} {}",
+            mounted.fs_type,
+            if mounted.read_only() {
+                "read-only"
+            } else {
+                "read-write"
+            }
+        );
+        let wanted = format!(
+            "{} {}",
+            fs.name(),
+            if cap.read_only {
+                "read-only"
+            } else {
+                "read-write"
+            }
+        );
+        if existing != wanted {
+            return Err(NodeError::StagedDifferently {
+                path: staging.to_path_buf(),
+                existing,
+                wanted,
+            });
+        }
+        Ok(())
+    }
+
+    /// Reuses a session to the target, or logs in through the first portal that accepts.
+    /// When no login succeeds, the node records made here are deleted again.
+    async fn ensure_session(
+        &self,
+        target: &TargetInfo,
+        chap: Option<&Chap>,
+    ) -> Result<Portal, NodeError> {
+        if let Some(s) = self
+            .iscsi
+            .sessions()
+            .await?
+            .into_iter()
+            .find(|s| s.target == target.iqn)
+        {
+            tracing::info!(sid = s.sid, portal = %s.portal, "reusing the existing session");
+            return Ok(s.portal);
+        }
+        let mut first_error = None;
+        for portal in &target.portals {
+            let attempt = async {
+                self.iscsi.prepare(&target.iqn, portal, chap).await?;
+                self.iscsi.login(&target.iqn, portal).await
+            };
+            match attempt.await {
+                Ok(how) => {
+                    tracing::info!(%portal, reused = (how == Login::Existing), "logged in");
+                    return Ok(portal.clone());
+                }
+                Err(e) => {
+                    tracing::warn!(%portal, error = %crate::error::full_message(&e), "login failed");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Err(e) = self.iscsi.delete_records(&target.iqn).await {
+            tracing::warn!(error = %crate::error::full_message(&e), "cannot delete the node records after the failed login");
+        }
+        Err(first_error
+            .map(NodeError::from)
+            .unwrap_or_else(|| NodeError::invalid("publish_context", "no portals")))
+    }
+
+    /// blkid, mkfs only when blank, mount.
+    async fn format_and_mount(
+        &self,
+        disk: &BlockDevice,
+        staging: &Path,
+        fs: FsType,
+        options: &MountOptions,
+        read_only: bool,
+    ) -> Result<(), NodeError> {
+        let device = disk.path.display().to_string();
+        match self.fs.probe(&disk.path).await? {
+            Content::Blank if read_only => {
+                return Err(NodeError::UnformattedReadOnly { device });
+            }
+            Content::Blank => self.fs.mkfs(&disk.path, fs).await?,
+            Content::Filesystem(found) if found == fs.name() => {}
+            Content::Filesystem(found) => {
+                return Err(NodeError::WrongContent {
+                    device,
+                    found: format!("an {found} filesystem"),
+                    wanted: fs.name().into(),
+                })
+            }
+            Content::Other(found) => {
+                return Err(NodeError::WrongContent {
+                    device,
+                    found,
+                    wanted: fs.name().into(),
+                })
+            }
+        }
+        tokio::fs::create_dir_all(staging)
+            .await
+            .map_err(NodeError::io("create directory", staging))?;
+        let mut flags = options.flags;
+        if read_only {
+            flags |= MsFlags::MS_RDONLY;
+        }
+        let mut data = options.data.clone();
+        for implied in fs.implied_options() {
+            if !data.iter().any(|d| d == implied) {
+                data.push(implied.to_string());
+            }
+        }
+        self.mounter
+            .mount_fs(&disk.path, staging, fs.name(), flags, &data.join(","))
+            .await?;
+        tracing::info!(device = %device, staging = %staging.display(), %fs, read_only, "mounted");
+        Ok(())
+    }
+
+    /// NodeUnstageVolume.
+    pub(super) async fn unstage(
+        &self,
+        req: &NodeUnstageVolumeRequest,
+    ) -> Result<NodeUnstageVolumeResponse, NodeError> {
+        context::volume_id(&req.volume_id)?;
+        let staging = context::abs_path("staging_target_path", &req.staging_target_path)?;
+        let _guard = self.lock(&req.volume_id)?;
+        let staging = resolve(&staging);
+
+        let record = self.state.load(&req.volume_id).await?;
+        let mounts = self.mounter.mounts().await?;
+        let staged = super::mount::mount_at(&mounts, &staging).cloned();
+        // The target: from the record, else from the staged disk's session.
+        let mut target = record.as_ref().map(|r| r.target_iqn.clone());
+        let mut disks = Vec::new();
+        if let Some(m) = &staged {
+            if let Some(h) = self.sysfs.health(m.dev)? {
+                let session_target = h.session.as_ref().map(|s| s.target.clone());
+                if target.is_none() {
+                    target = session_target.clone();
+                }
+                // Never delete a disk that belongs to another target.
+                if session_target.is_some() && session_target == target {
+                    disks.push(h.name);
+                }
+            }
+        }
+        if let (Some(r), Some(t)) = (&record, &target) {
+            if let Some(d) = self.sysfs.find_lun(t, r.lun)? {
+                if !disks.contains(&d.name) {
+                    disks.push(d.name);
+                }
+            }
+        }
+        self.refuse_if_in_use(&mounts, &staging, &disks)?;
+        if staged.is_some() {
+            self.unmount_all(&staging).await?;
+        }
+        for name in &disks {
+            self.remove_disk(name).await?;
+        }
+        if let Some(t) = &target {
+            self.iscsi.logout(t).await?;
+            self.iscsi.delete_records(t).await?;
+            tracing::info!(target = %t, "logged out and node records deleted");
+        }
+        self.state.remove(&req.volume_id).await?;
+        Ok(NodeUnstageVolumeResponse {})
+    }
+
+    /// Fails when one of `disks` is mounted anywhere but at the staging path: deleting it
+    /// under a pod would lose that pod's writes.
+    fn refuse_if_in_use(
+        &self,
+        mounts: &[MountEntry],
+        staging: &Path,
+        disks: &[String],
+    ) -> Result<(), NodeError> {
+        for name in disks {
+            let num = self.sysfs.block_dev(name)?;
+            let users: Vec<_> = mounts
+                .iter()
+                .filter(|m| m.mount_point != staging)
+                .filter(|m| {
+                    Some(m.dev) == num || (m.fs_type == "devtmpfs" && m.root == format!("/{name}"))
+                })
+                .map(|m| m.mount_point.clone())
+                .collect();
+            if !users.is_empty() {
+                return Err(NodeError::StillInUse {
+                    device: name.clone(),
+                    mounts: users,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes and deletes SCSI disk `name`. A flush failure stops the unstage while the
+    /// session is healthy (the data could still be written); with a dead session there is
+    /// nowhere to write to, and the disk is removed anyway.
+    async fn remove_disk(&self, name: &str) -> Result<(), NodeError> {
+        let node = self.sysfs.node_path(name);
+        if node.exists() {
+            if let Err(e) = device::flush(self.tools.as_ref(), &node).await {
+                let problem = match self.sysfs.block_dev(name)? {
+                    Some(num) => self.sysfs.health(num)?.and_then(|h| h.problem()),
+                    None => Some(format!("{name} is gone")),
+                };
+                match problem {
+                    None => return Err(e.into()),
+                    Some(why) => {
+                        tracing::warn!(device = name, %why, error = %crate::error::full_message(&e), "flush failed on an unhealthy device; removing it anyway")
+                    }
+                }
+            }
+        }
+        if self.sysfs.delete(name)? {
+            tracing::info!(device = name, "SCSI device deleted");
+        }
+        Ok(())
+    }
+}
