@@ -190,7 +190,12 @@ impl Node for NodeService {
         request: Request<NodeStageVolumeRequest>,
     ) -> Result<Response<NodeStageVolumeResponse>, Status> {
         let req = request.into_inner();
-        traced("NodeStageVolume", &req.volume_id, self.stage(&req)).await
+        let result = traced("NodeStageVolume", &req.volume_id, self.stage(&req)).await;
+        if result.is_err() {
+            crate::metrics::global().stage_failed();
+        }
+        crate::metrics::global().set_iscsi_sessions(self.sysfs.session_count());
+        result
     }
 
     async fn node_unstage_volume(
@@ -198,7 +203,9 @@ impl Node for NodeService {
         request: Request<NodeUnstageVolumeRequest>,
     ) -> Result<Response<NodeUnstageVolumeResponse>, Status> {
         let req = request.into_inner();
-        traced("NodeUnstageVolume", &req.volume_id, self.unstage(&req)).await
+        let result = traced("NodeUnstageVolume", &req.volume_id, self.unstage(&req)).await;
+        crate::metrics::global().set_iscsi_sessions(self.sysfs.session_count());
+        result
     }
 
     async fn node_publish_volume(

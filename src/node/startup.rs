@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use tonic::transport::Server;
 
 use crate::cli::{IscsiadmMode, NodeArgs};
 use crate::csi::identity_server::IdentityServer;
@@ -59,10 +58,12 @@ fn parse_initiator_name(text: &str) -> Option<String> {
     valid.then(|| value.to_string())
 }
 
-/// Probe: iscsiadm works and iscsid listens.
+/// Probe: iscsiadm works and iscsid listens (and, on the way, the session gauge).
 struct IscsidReadiness {
     /// iscsiadm, run the way the node runs it.
     iscsi: Iscsiadm,
+    /// Where sessions are counted.
+    sysfs: Sysfs,
 }
 
 #[async_trait]
@@ -74,6 +75,7 @@ impl Readiness for IscsidReadiness {
                 full_message(&e)
             ));
         }
+        crate::metrics::global().set_iscsi_sessions(self.sysfs.session_count());
         match self.iscsi.iscsid_listening().await {
             Ok(true) => Health::Ready,
             Ok(false) => Health::Broken(
@@ -137,7 +139,10 @@ pub async fn run(args: NodeArgs) -> Result<(), String> {
     );
     let identity = IdentityService::new(
         args.common.driver_name.clone(),
-        Arc::new(IscsidReadiness { iscsi }),
+        Arc::new(IscsidReadiness {
+            iscsi,
+            sysfs: Sysfs::default(),
+        }),
         false,
     );
     let listener =
@@ -150,12 +155,14 @@ pub async fn run(args: NodeArgs) -> Result<(), String> {
         iscsiadm = ?args.iscsiadm_mode,
         "node plugin serving"
     );
-    let router = Server::builder()
+    let router = server::builder()
         .add_service(IdentityServer::new(identity))
         .add_service(NodeServer::new(service));
     server::serve(listener, router, server::shutdown_signal())
         .await
-        .map_err(|e| format!("gRPC server failed: {}", full_message(&e)))
+        .map_err(|e| format!("gRPC server failed: {}", full_message(&e)))?;
+    tracing::info!("node plugin stopped");
+    Ok(())
 }
 
 #[cfg(test)]
