@@ -137,13 +137,16 @@ pub async fn run(args: NodeArgs) -> Result<(), String> {
             state: StateDir::new(&state_dir),
         },
     );
+    // CONTROLLER_SERVICE describes the plugin, not this process: the driver does provide
+    // it (the controller's endpoint), and CO tools such as csi-sanity read the plugin's
+    // capabilities from whichever endpoint they talk to.
     let identity = IdentityService::new(
         args.common.driver_name.clone(),
         Arc::new(IscsidReadiness {
             iscsi,
             sysfs: Sysfs::default(),
         }),
-        false,
+        true,
     );
     let listener =
         server::bind(&socket).map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;

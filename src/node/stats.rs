@@ -62,6 +62,12 @@ impl NodeService {
         req: &NodeGetVolumeStatsRequest,
     ) -> Result<NodeGetVolumeStatsResponse, NodeError> {
         context::volume_id(&req.volume_id)?;
+        // No volume lives at a relative path: that is "not found" (csi-sanity checks it).
+        if !req.volume_path.is_empty() && !req.volume_path.starts_with('/') {
+            return Err(NodeError::PathNotFound {
+                path: req.volume_path.clone().into(),
+            });
+        }
         let path = context::abs_path("volume_path", &req.volume_path)?;
         if !req.staging_target_path.is_empty() {
             context::abs_path("staging_target_path", &req.staging_target_path)?;

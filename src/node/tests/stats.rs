@@ -76,7 +76,12 @@ async fn missing_or_unmounted_paths() {
         Code::NotFound
     );
     assert_eq!(
-        stats(&f, &A, "relative").await.unwrap_err(),
+        stats(&f, &A, "some/path").await.unwrap_err(),
+        Code::NotFound
+    );
+    assert_eq!(stats(&f, &A, "").await.unwrap_err(), Code::InvalidArgument);
+    assert_eq!(
+        stats(&f, &A, "/a/../b").await.unwrap_err(),
         Code::InvalidArgument
     );
     std::fs::create_dir_all(f.path("empty")).unwrap();
