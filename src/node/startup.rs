@@ -15,7 +15,7 @@ use crate::identity::{Health, IdentityService, Readiness};
 use crate::{kube, server};
 
 use super::device::Sysfs;
-use super::iscsi::Iscsiadm;
+use super::iscsi::{lists_iscsid, Iscsiadm};
 use super::mount::NixMounter;
 use super::state::StateDir;
 use super::{NodeConfig, NodeDeps, NodeService};
@@ -62,6 +62,8 @@ fn parse_initiator_name(text: &str) -> Option<String> {
 struct IscsidReadiness {
     /// iscsiadm, run the way the node runs it.
     iscsi: Iscsiadm,
+    /// The unix socket table of the network namespace iscsiadm runs in.
+    unix_table: PathBuf,
     /// Where sessions are counted.
     sysfs: Sysfs,
 }
@@ -76,13 +78,16 @@ impl Readiness for IscsidReadiness {
             ));
         }
         crate::metrics::global().set_iscsi_sessions(self.sysfs.session_count());
-        match self.iscsi.iscsid_listening().await {
-            Ok(true) => Health::Ready,
-            Ok(false) => Health::Broken(
+        match tokio::fs::read_to_string(&self.unix_table).await {
+            Ok(table) if lists_iscsid(&table) => Health::Ready,
+            Ok(_) => Health::Broken(
                 "iscsid is not running on this host: start it (`systemctl enable --now iscsid`)"
                     .into(),
             ),
-            Err(e) => Health::Broken(format!("cannot check iscsid: {}", full_message(&e))),
+            Err(e) => Health::Broken(format!(
+                "cannot check iscsid in {}: {e}",
+                self.unix_table.display()
+            )),
         }
     }
 }
@@ -115,11 +120,16 @@ pub async fn run(args: NodeArgs) -> Result<(), String> {
             .map(|d| d.join("volumes"))
             .unwrap_or_else(|| PathBuf::from("/var/lib/lvm-iscsi-csi/volumes"))
     });
-    let iscsi_runner: SharedRunner = match args.iscsiadm_mode {
-        IscsiadmMode::Host => Arc::new(TokioRunner::with_prefix(
-            TokioRunner::host_namespace_prefix(),
-        )),
-        IscsiadmMode::Direct => Arc::new(TokioRunner::new()),
+    // iscsiadm reaches iscsid through an abstract unix socket, which lives in a network
+    // namespace: PID 1's when iscsiadm is run there (hostPID), else this process's.
+    let (iscsi_runner, unix_table): (SharedRunner, &str) = match args.iscsiadm_mode {
+        IscsiadmMode::Host => (
+            Arc::new(TokioRunner::with_prefix(
+                TokioRunner::host_namespace_prefix(),
+            )),
+            "/proc/1/net/unix",
+        ),
+        IscsiadmMode::Direct => (Arc::new(TokioRunner::new()), "/proc/self/net/unix"),
     };
     let iscsi = Iscsiadm::new(iscsi_runner);
     let service = NodeService::new(
@@ -144,6 +154,7 @@ pub async fn run(args: NodeArgs) -> Result<(), String> {
         args.common.driver_name.clone(),
         Arc::new(IscsidReadiness {
             iscsi,
+            unix_table: PathBuf::from(unix_table),
             sysfs: Sysfs::default(),
         }),
         true,
