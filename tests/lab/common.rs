@@ -260,8 +260,8 @@ impl Timings {
     /// A table: name, count, min, median, max (milliseconds).
     pub fn report(&self, title: &str) -> String {
         let mut out = format!(
-            "{title}\n{:<34} {:>3} {:>8} {:>8} {:>8}\n",
-            "rpc", "n", "min ms", "med ms", "max ms"
+            "{title}\n{:<54} {:>3} {:>8} {:>8} {:>8}\n",
+            "step", "n", "min ms", "med ms", "max ms"
         );
         for (name, v) in self.samples.lock().unwrap().iter() {
             let mut v = v.clone();
