@@ -1,5 +1,7 @@
 //! Logging set-up: tracing with text or JSON output and an EnvFilter level.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::LogFormat;
@@ -13,7 +15,9 @@ pub fn init(format: LogFormat, level: &str) -> Result<(), String> {
     .map_err(|e| format!("invalid log level `{level}`: {e}"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal: never in files or `kubectl logs`.
+        .with_ansi(std::io::stderr().is_terminal());
     let result = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder
