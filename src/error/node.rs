@@ -41,7 +41,7 @@ fn device_code(e: &DeviceError) -> Code {
         DeviceError::Timeout { .. } => Code::DeadlineExceeded,
         DeviceError::SessionLost { .. } => Code::Unavailable,
         DeviceError::Mismatch { .. } => Code::FailedPrecondition,
-        DeviceError::Flush { source, .. } => exec_code(source),
+        DeviceError::Blockdev { source, .. } => exec_code(source),
         DeviceError::Io { .. } => Code::Internal,
     }
 }
@@ -77,7 +77,9 @@ fn state_code(e: &StateError) -> Code {
 /// The gRPC code of a node error.
 pub fn code(e: &NodeError) -> Code {
     match e {
-        NodeError::Invalid { .. } => Code::InvalidArgument,
+        NodeError::Invalid { .. } | NodeError::ReadOnlyBlockUnenforceable { .. } => {
+            Code::InvalidArgument
+        }
         NodeError::Busy { .. } => Code::Aborted,
         NodeError::MissingChapKey { .. } => Code::FailedPrecondition,
         NodeError::Chap(ChapError::KeyTooShort { .. }) => Code::InvalidArgument,

@@ -114,6 +114,12 @@ pub enum NodeError {
         /// What was asked.
         wanted: &'static str,
     },
+    /// A read-only publication of a raw block volume staged read-write was asked for.
+    #[error("{path}: a read-only publication of a raw block volume staged read-write cannot be enforced (Linux ignores read-only bind mounts of device nodes); use a reader-only access mode (ReadOnlyMany), which makes the whole device read-only")]
+    ReadOnlyBlockUnenforceable {
+        /// The target path.
+        path: PathBuf,
+    },
     /// The target path holds another device.
     #[error("{path} already has {found} mounted, not this volume's {expected}: refusing to mount over it")]
     TargetConflict {

@@ -125,6 +125,11 @@ impl NodeService {
                 volume_id: volume_id.to_string(),
                 path: staging.to_path_buf(),
             })?;
+        if read_only && !self.sysfs.read_only(&disk.name)? {
+            return Err(NodeError::ReadOnlyBlockUnenforceable {
+                path: target_path.to_path_buf(),
+            });
+        }
         if let Some(m) = self.mount_at(target_path).await? {
             let bound = self.mounter.block_device(target_path).await?;
             if bound != Some(disk.dev) {

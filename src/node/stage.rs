@@ -74,6 +74,10 @@ impl NodeService {
             .check_by_path(&portal, &target.iqn, target.lun, &disk)?;
         tracing::info!(device = %disk.path.display(), lun = target.lun, "LUN attached");
         match &cap.access {
+            Access::Block if cap.read_only => {
+                device::set_read_only(self.tools.as_ref(), &disk.path).await?;
+                Ok(NodeStageVolumeResponse {})
+            }
             Access::Block => Ok(NodeStageVolumeResponse {}),
             Access::Mount { fs, options } => {
                 self.format_and_mount(&disk, &staging, *fs, options, cap.read_only)

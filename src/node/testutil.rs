@@ -97,6 +97,7 @@ impl FakeSysfs {
         let block = scsi.join("block").join(name);
         write(&block.join("dev"), &format!("{num}\n"));
         write(&block.join("size"), "196608\n");
+        write(&block.join("ro"), "0\n");
         link(&format!("../../../{sid}:0:0:{lun}"), &block.join("device"));
         link(
             &format!("../{rel}/block/{name}"),
@@ -156,6 +157,11 @@ impl FakeSysfs {
             &self.sys().join("block").join(name).join("device/state"),
             state,
         );
+    }
+
+    /// Sets disk `name` read-only, as `blockdev --setro` does.
+    pub fn set_read_only(&self, name: &str) {
+        write(&self.sys().join("block").join(name).join("ro"), "1\n");
     }
 
     /// What was written to disk `name`'s `device/delete`.

@@ -167,9 +167,11 @@ pub enum DeviceError {
         /// Where the link points.
         found: String,
     },
-    /// `blockdev --flushbufs` failed.
-    #[error("flushing {device} failed")]
-    Flush {
+    /// `blockdev` (`--flushbufs`, `--setro`) failed.
+    #[error("{action} {device} failed")]
+    Blockdev {
+        /// `flushing`, `making read-only`.
+        action: &'static str,
         /// The device node.
         device: String,
         /// The tool's error.
@@ -430,6 +432,12 @@ impl Sysfs {
         Ok(read_attr(&path)?.and_then(|s| s.parse().ok()))
     }
 
+    /// Whether disk `name` refuses writes (its `ro` attribute).
+    pub fn read_only(&self, name: &str) -> Result<bool, DeviceError> {
+        let path = self.sys.join("block").join(name).join("ro");
+        Ok(read_attr(&path)?.as_deref() == Some("1"))
+    }
+
     /// Size of disk `name` in bytes, from its sector count.
     pub fn size_bytes(&self, name: &str) -> Result<Option<u64>, DeviceError> {
         let path = self.sys.join("block").join(name).join("size");
@@ -450,14 +458,34 @@ impl Sysfs {
     }
 }
 
-/// Writes the device's dirty buffers out before it is removed (`blockdev --flushbufs`).
-pub async fn flush(runner: &dyn Runner, device: &Path) -> Result<(), DeviceError> {
+/// Runs `blockdev FLAG DEVICE`.
+async fn blockdev(
+    runner: &dyn Runner,
+    flag: &str,
+    action: &'static str,
+    device: &Path,
+) -> Result<(), DeviceError> {
     let device = device.display().to_string();
     runner
-        .run(&Cmd::new("blockdev").args(["--flushbufs", device.as_str()]))
+        .run(&Cmd::new("blockdev").args([flag, device.as_str()]))
         .await
         .map(drop)
-        .map_err(|source| DeviceError::Flush { device, source })
+        .map_err(|source| DeviceError::Blockdev {
+            action,
+            device,
+            source,
+        })
+}
+
+/// Writes the device's dirty buffers out before it is removed (`blockdev --flushbufs`).
+pub async fn flush(runner: &dyn Runner, device: &Path) -> Result<(), DeviceError> {
+    blockdev(runner, "--flushbufs", "flushing", device).await
+}
+
+/// Makes the whole disk refuse writes (`blockdev --setro`): a read-only bind mount does not
+/// stop writes to a device node, so reader-only raw block volumes are enforced here.
+pub async fn set_read_only(runner: &dyn Runner, device: &Path) -> Result<(), DeviceError> {
+    blockdev(runner, "--setro", "making read-only", device).await
 }
 
 #[cfg(test)]

@@ -179,7 +179,7 @@ fn iscsiadm(argv: &[String], w: &mut World, sysfs: &FakeSysfs, mounter: &FakeMou
     }
 }
 
-fn tools(argv: &[String], w: &mut World) -> Output {
+fn tools(argv: &[String], w: &mut World, sysfs: &FakeSysfs) -> Output {
     let dev = PathBuf::from(argv.last().cloned().unwrap_or_default());
     match argv[0].as_str() {
         "blkid" => match w.content.get(&dev).map(String::as_str) {
@@ -193,6 +193,11 @@ fn tools(argv: &[String], w: &mut World) -> Output {
         "mkfs.ext4" | "mkfs.xfs" => {
             w.content
                 .insert(dev, argv[0].trim_start_matches("mkfs.").to_string());
+            Output::ok("")
+        }
+        "blockdev" if argv[1] == "--setro" => {
+            let name = dev.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            sysfs.set_read_only(name);
             Output::ok("")
         }
         "blockdev" => Output::ok(""),
@@ -216,9 +221,9 @@ impl Fixture {
             }))
         };
         let tools = {
-            let w = world.clone();
+            let (w, s) = (world.clone(), sysfs.clone());
             Arc::new(FakeRunner::new(move |argv| {
-                tools(argv, &mut w.lock().unwrap())
+                tools(argv, &mut w.lock().unwrap(), &s)
             }))
         };
         let dir = tempfile::tempdir().unwrap();

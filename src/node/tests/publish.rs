@@ -129,10 +129,13 @@ async fn block_volumes_bind_the_device_node_onto_a_file() {
         .calls()
         .iter()
         .all(|c| !matches!(c, MountCall::Bind { .. })));
-    f.publish(&B, "pods/p2/dev", block_cap(), true)
-        .await
-        .unwrap();
-    assert!(mounted(&f, "pods/p2/dev").unwrap().read_only());
+    // A read-only bind of a device node does not stop writes (checked in the lab): a
+    // read-only publication of a read-write staged disk is refused rather than pretended.
+    assert_eq!(
+        f.publish(&B, "pods/p2/dev", block_cap(), true).await,
+        Err(Code::InvalidArgument)
+    );
+    assert!(mounted(&f, "pods/p2/dev").is_none());
     // The disk is in use: unstage must wait for the unpublishes.
     assert_eq!(f.unstage(&B).await, Err(Code::FailedPrecondition));
     f.unpublish(&B, "pods/p1/dev").await.unwrap();
@@ -140,6 +143,24 @@ async fn block_volumes_bind_the_device_node_onto_a_file() {
     assert!(!file.exists());
     f.unstage(&B).await.unwrap();
     assert!(f.sessions().is_empty());
+}
+
+#[tokio::test]
+async fn reader_only_block_volumes_make_the_whole_disk_read_only() {
+    let f = Fixture::new();
+    let mut cap = block_cap();
+    cap.access_mode = Some(AccessMode {
+        mode: Mode::MultiNodeReaderOnly as i32,
+    });
+    let mut req = f.stage_req(&B, "", Mode::SingleNodeWriter);
+    req.volume_capability = Some(cap.clone());
+    f.stage(req).await.unwrap();
+    assert_eq!(
+        f.tools.calls(),
+        [format!("blockdev --setro {}", f.disk(&B).display())]
+    );
+    f.publish(&B, "pods/p1/dev", cap, true).await.unwrap();
+    assert!(mounted(&f, "pods/p1/dev").unwrap().read_only());
 }
 
 #[tokio::test]
