@@ -26,6 +26,8 @@
 
 mod parse;
 #[cfg(test)]
+mod sim;
+#[cfg(test)]
 mod tests;
 
 use std::net::SocketAddr;
