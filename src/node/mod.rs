@@ -155,21 +155,20 @@ fn resolve(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
-/// Runs one RPC in a span carrying the volume id, logs its outcome and maps its error.
+/// Runs one RPC in a span carrying the volume id (inside the server layer's per-method
+/// span) and maps its error, logging the whole message: the layer only records the code.
 async fn traced<T>(
-    rpc: &'static str,
     volume_id: &str,
     work: impl Future<Output = Result<T, NodeError>>,
 ) -> Result<Response<T>, Status> {
-    let span = tracing::info_span!("rpc", rpc, volume_id);
+    let span = tracing::info_span!("volume", volume_id);
     async move {
         let started = Instant::now();
-        tracing::debug!("started");
         let result = work.await;
         let elapsed_ms = started.elapsed().as_millis() as u64;
         match result {
             Ok(v) => {
-                tracing::info!(elapsed_ms, "succeeded");
+                tracing::debug!(elapsed_ms, "succeeded");
                 Ok(Response::new(v))
             }
             Err(e) => {
@@ -190,7 +189,7 @@ impl Node for NodeService {
         request: Request<NodeStageVolumeRequest>,
     ) -> Result<Response<NodeStageVolumeResponse>, Status> {
         let req = request.into_inner();
-        let result = traced("NodeStageVolume", &req.volume_id, self.stage(&req)).await;
+        let result = traced(&req.volume_id, self.stage(&req)).await;
         if result.is_err() {
             crate::metrics::global().stage_failed();
         }
@@ -203,7 +202,7 @@ impl Node for NodeService {
         request: Request<NodeUnstageVolumeRequest>,
     ) -> Result<Response<NodeUnstageVolumeResponse>, Status> {
         let req = request.into_inner();
-        let result = traced("NodeUnstageVolume", &req.volume_id, self.unstage(&req)).await;
+        let result = traced(&req.volume_id, self.unstage(&req)).await;
         crate::metrics::global().set_iscsi_sessions(self.sysfs.session_count());
         result
     }
@@ -213,7 +212,7 @@ impl Node for NodeService {
         request: Request<NodePublishVolumeRequest>,
     ) -> Result<Response<NodePublishVolumeResponse>, Status> {
         let req = request.into_inner();
-        traced("NodePublishVolume", &req.volume_id, self.publish(&req)).await
+        traced(&req.volume_id, self.publish(&req)).await
     }
 
     async fn node_unpublish_volume(
@@ -221,7 +220,7 @@ impl Node for NodeService {
         request: Request<NodeUnpublishVolumeRequest>,
     ) -> Result<Response<NodeUnpublishVolumeResponse>, Status> {
         let req = request.into_inner();
-        traced("NodeUnpublishVolume", &req.volume_id, self.unpublish(&req)).await
+        traced(&req.volume_id, self.unpublish(&req)).await
     }
 
     async fn node_get_volume_stats(
@@ -229,7 +228,7 @@ impl Node for NodeService {
         request: Request<NodeGetVolumeStatsRequest>,
     ) -> Result<Response<NodeGetVolumeStatsResponse>, Status> {
         let req = request.into_inner();
-        traced("NodeGetVolumeStats", &req.volume_id, self.stats(&req)).await
+        traced(&req.volume_id, self.stats(&req)).await
     }
 
     async fn node_expand_volume(
