@@ -24,6 +24,7 @@ OUT=$ROOT/e2e/out/demo
 # --- inside the guest -----------------------------------------------------------------------
 if [ "${1:-}" = --in-guest ]; then
   exec 2>&1 # one stream: the host shows stdout and stderr through separate pipes
+  mkdir -p "$OUT"
   echo "lab guest: Linux $(uname -r), $(nproc) CPUs, $(awk '/MemTotal/{print int($2/1024)}' /proc/meminfo) MiB"
   if ! vg=$(LAB_THINPOOL=$CSI_THINPOOL "$ROOT/e2e/lab/setup-vg.sh" "$CSI_VG" 2>"$OUT/setup-vg.log"); then
     cat "$OUT/setup-vg.log"

@@ -678,8 +678,8 @@ async fn main() -> ExitCode {
         started.elapsed().as_millis()
     );
     println!(
-        "    {:<52} {:<26} {:>8}  {}",
-        "what Kubernetes does", "CSI call", "took", "what the lab shows afterwards"
+        "    {:<52} {:<26} {:>8}  what the lab shows afterwards",
+        "what Kubernetes does", "CSI call", "took"
     );
 
     let mut cluster = Cluster {

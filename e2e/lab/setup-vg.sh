@@ -10,6 +10,8 @@
 #   LAB_THINPOOL      name of the thin pool (default pool0); empty: no thin pool
 #   LAB_THINPOOL_SIZE size of the thin pool (default 2G; the rest of the VG stays free for
 #                     thick LVs)
+#   LAB_PV_METADATASIZE  LVM metadata area of the PV (default: LVM's, about 1 MiB: room for a
+#                     few hundred LVs; more for benchmarks with many tagged volumes)
 #   LAB_BACKING_DIR   where the backing file goes (default /run/lab-vg, a tmpfs of its own in the
 #                     guest's RAM; it only costs memory for blocks actually written, and loop I/O
 #                     on it is several times faster than on the 9p-shared working directory)
@@ -46,7 +48,8 @@ fi
 
 # PV and VG. The VG is looked up by name first: after a re-attach the loop device can differ.
 if ! vgs "$VG" >/dev/null 2>&1; then
-  pvs "$LOOP" >/dev/null 2>&1 || pvcreate -q "$LOOP" >/dev/null
+  pvs "$LOOP" >/dev/null 2>&1 ||
+    pvcreate -q ${LAB_PV_METADATASIZE:+--metadatasize "$LAB_PV_METADATASIZE"} "$LOOP" >/dev/null
   pvscan --cache "$LOOP" >/dev/null 2>&1 || true
   vgs "$VG" >/dev/null 2>&1 || vgcreate -q "$VG" "$LOOP" >/dev/null
   say "created VG $VG on $LOOP ($SIZE)"
