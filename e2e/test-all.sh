@@ -3,8 +3,10 @@
 #   1. `cargo test`: unit tests, server-level integration tests and the proto contract test
 #      (the real-kernel tests in tests/lab_*.rs are #[ignore]d there);
 #   2. e2e/lab-test.sh: the real-kernel lab (LVM, LIO/tgt, open-iscsi in a QEMU guest) and
-#      csi-sanity.
-# Both run even if the first fails; the exit status is non-zero if either failed.
+#      csi-sanity;
+#   3. e2e/demo.sh: the README's demo, the life of a PVC in a guest of its own (it reuses the
+#      binaries step 1 built).
+# Each runs even if an earlier one fails; the exit status is non-zero if any failed.
 # Needs root for the lab (QEMU, apt for the lab's packages). TEST_ALL_SKIP_LAB=1 runs step 1 only.
 set -uo pipefail
 
@@ -29,9 +31,10 @@ run() { # NAME COMMAND...
 
 run "cargo test" cargo test
 if [ "${TEST_ALL_SKIP_LAB:-0}" = 1 ]; then
-  summary+=("SKIP  e2e/lab-test.sh (TEST_ALL_SKIP_LAB=1)")
+  summary+=("SKIP  e2e/lab-test.sh, e2e/demo.sh (TEST_ALL_SKIP_LAB=1)")
 else
   run "e2e/lab-test.sh" "$ROOT/e2e/lab-test.sh"
+  run "e2e/demo.sh" "$ROOT/e2e/demo.sh"
 fi
 
 printf '\n##### test-all summary\n'
