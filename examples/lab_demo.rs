@@ -234,11 +234,12 @@ impl Cluster {
     /// The VolumeAttachment's name, as external-attacher derives it.
     fn attachment(v: &Volume, node: &str) -> String {
         let h = sha256_hex(format!("{}{DRIVER}{node}", v.pv).as_bytes());
-        format!("csi-{}", &h[..12])
+        format!("csi-{}", &h[..8])
     }
 
-    /// external-attacher: ControllerPublishVolume to node1.
-    async fn publish(&mut self, v: &mut Volume, why: &str) -> Result<(), Fail> {
+    /// external-attacher: ControllerPublishVolume to node1; `trigger` names the event
+    /// (`{va}` stands for the VolumeAttachment's name).
+    async fn publish(&mut self, v: &mut Volume, trigger: &str) -> Result<(), Fail> {
         let req = self.attach_request(v, &self.node1.clone());
         let (res, took) = timed(self.ctl.controller_publish_volume(req)).await;
         v.publish = res
@@ -262,10 +263,7 @@ impl Cluster {
             ", no CHAP"
         };
         self.line(
-            &format!(
-                "VolumeAttachment {} created ({why})",
-                Self::attachment(v, "node1")
-            ),
+            &trigger.replace("{va}", &Self::attachment(v, "node1")),
             "ControllerPublishVolume",
             took,
             &format!("target {iqn}, LUN 0, ACL for {}{auth}", self.node1),
@@ -504,7 +502,7 @@ impl Cluster {
         }
         self.line(
             &format!(
-                "VolumeAttachment {} created (web-1 on node2)",
+                "VolumeAttachment {} for node2 (pod web-1)",
                 Self::attachment(v, "node2")
             ),
             "ControllerPublishVolume",
@@ -538,7 +536,11 @@ impl Cluster {
     /// The whole life, stopping at the first failure.
     async fn life(&mut self, v: &mut Option<Volume>) -> Result<(), Fail> {
         let vol = v.insert(self.create().await?);
-        self.publish(vol, &format!("{POD} on node1")).await?;
+        self.publish(
+            vol,
+            &format!("VolumeAttachment {{va}} for node1 (pod {POD})"),
+        )
+        .await?;
         self.stage(vol).await?;
         self.node_publish(vol).await?;
         let sum = self.write_file(vol)?;
@@ -552,8 +554,11 @@ impl Cluster {
             &pv_name()[4..],
             vol.pv
         ));
-        self.publish(vol, &format!("{POD} recreated on node1"))
-            .await?;
+        self.publish(
+            vol,
+            &format!("pod {POD} recreated: VolumeAttachment {{va}}"),
+        )
+        .await?;
         self.stage(vol).await?;
         self.node_publish(vol).await?;
         self.read_file(vol, &sum)?;
@@ -602,20 +607,19 @@ impl Cluster {
     }
 }
 
-/// A kubelet path, shortened for the line.
+/// A kubelet path, shortened for the line: long components (hashes, uids, PV names) cut.
 fn short(p: &Path) -> String {
-    let s = p.to_string_lossy();
-    match s.strip_prefix("/var/lib/kubelet/") {
-        Some(rest) if rest.len() > 40 => {
-            let parts: Vec<&str> = rest.split('/').collect();
-            format!(
-                "/var/lib/kubelet/{}/…/{}",
-                parts[0],
-                parts[parts.len().saturating_sub(2)..].join("/")
-            )
-        }
-        _ => s.into_owned(),
-    }
+    p.to_string_lossy()
+        .split('/')
+        .map(|c| {
+            if c.chars().count() > 20 {
+                format!("{}…", c.chars().take(12).collect::<String>())
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 #[tokio::main]
