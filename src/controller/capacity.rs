@@ -210,6 +210,7 @@ mod tests {
             tags: vec![],
             pool: pool.map(String::from),
             health: String::new(),
+            data_percent: None,
         }
     }
 

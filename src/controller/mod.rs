@@ -7,6 +7,7 @@
 //! - [`publish`]: ControllerPublishVolume, ControllerUnpublishVolume.
 //! - [`query`]: ValidateVolumeCapabilities, ListVolumes, GetCapacity, ControllerGetVolume.
 //! - [`restore`]: rebuild the kernel target from LV tags at start-up; readiness for Probe.
+//! - `gauges`: volume, VG and thin pool gauges, refreshed after every change.
 //! - [`volume_id`], [`params`], [`capability`], [`capacity`]: pure checks of the request.
 //! - [`resolver`]: node id -> initiator IQN; [`chap_key`]: the CHAP master key.
 //! - [`error`]: [`ControllerError`] (mapped to gRPC codes in `crate::error`).
@@ -18,6 +19,7 @@ pub mod capacity;
 pub mod chap_key;
 pub mod create;
 pub mod error;
+mod gauges;
 pub mod params;
 pub mod publish;
 pub mod query;

@@ -213,6 +213,7 @@ impl ControllerService {
                         elapsed_ms = started.elapsed().as_millis() as u64,
                         "exports restored from LV tags"
                     );
+                    self.core.refresh_gauges(crate::metrics::global()).await;
                     break r.failed;
                 }
                 Err(e) => {

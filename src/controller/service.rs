@@ -93,6 +93,7 @@ impl Controller for ControllerService {
             let plan = validate_create(&req, core.settings.default_volume_group.as_deref())?;
             let _guard = core.lock(&format!("name:{}", plan.name))?;
             let volume = core.create_volume(&plan).await?;
+            core.refresh_gauges_later();
             tracing::info!(volume_id = %volume.volume_id, capacity = volume.capacity_bytes, "volume ready");
             Ok(CreateVolumeResponse {
                 volume: Some(volume),
@@ -115,6 +116,7 @@ impl Controller for ControllerService {
                     let _guard = core.lock(&id.to_string())?;
                     core.delete_volume(&id).await?;
                 }
+                core.refresh_gauges_later();
                 Ok(DeleteVolumeResponse {})
             }
             .await,
@@ -146,6 +148,7 @@ impl Controller for ControllerService {
                 let _guard = core.lock(&plan.id.to_string())?;
                 core.check_restored()?;
                 let publish_context = core.publish(&plan, &initiator).await?;
+                core.refresh_gauges_later();
                 Ok(ControllerPublishVolumeResponse { publish_context })
             }
             .await,
@@ -169,6 +172,7 @@ impl Controller for ControllerService {
                     let _guard = core.lock(&id.to_string())?;
                     core.unpublish(&id, &req.node_id).await?;
                 }
+                core.refresh_gauges_later();
                 Ok(ControllerUnpublishVolumeResponse {})
             }
             .await,

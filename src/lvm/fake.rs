@@ -334,10 +334,16 @@ fn lv_not_found(target: &str) -> Output {
 }
 
 fn lv_row(l: &FakeLv) -> serde_json::Value {
+    // Thin pools and thin volumes report how full they are; nothing is ever written here.
+    let data_percent = if l.attr.starts_with(['t', 'V']) {
+        "0.00"
+    } else {
+        ""
+    };
     json!({
         "vg_name": l.vg, "lv_name": l.name, "lv_size": l.size.to_string(), "lv_attr": l.attr,
         "lv_tags": l.tags.join(","), "pool_lv": l.pool.clone().unwrap_or_default(),
-        "lv_health_status": "",
+        "data_percent": data_percent, "lv_health_status": "",
     })
 }
 

@@ -264,7 +264,7 @@ mod tests {
         assert_eq!(
             fake.calls()[0],
             "lvs --reportformat json --units b --nosuffix -o \
-             vg_name,lv_name,lv_size,lv_attr,lv_tags,pool_lv,lv_health_status csivg/pvc-1"
+             vg_name,lv_name,lv_size,lv_attr,lv_tags,pool_lv,data_percent,lv_health_status csivg/pvc-1"
         );
     }
 

@@ -4,7 +4,8 @@
 use serde::Deserialize;
 
 /// The `lvs -o` columns this driver reads, in the order the tests' samples have them.
-pub const LV_FIELDS: &str = "vg_name,lv_name,lv_size,lv_attr,lv_tags,pool_lv,lv_health_status";
+pub const LV_FIELDS: &str =
+    "vg_name,lv_name,lv_size,lv_attr,lv_tags,pool_lv,data_percent,lv_health_status";
 
 /// The `vgs -o` columns this driver reads.
 pub const VG_FIELDS: &str = "vg_name,vg_size,vg_free,vg_extent_size";
@@ -39,6 +40,9 @@ pub struct Lv {
     pub pool: Option<String>,
     /// `lv_health_status`: empty when healthy, else e.g. `partial`, `refresh needed`.
     pub health: String,
+    /// `data_percent`: how full a thin pool (or thin volume) is; `None` for other LVs, an
+    /// inactive pool, or a report without the column.
+    pub data_percent: Option<f64>,
 }
 
 impl Lv {
@@ -55,6 +59,13 @@ impl Lv {
     /// Whether the LV is active (its device exists): `a` in the state column of `lv_attr`.
     pub fn is_active(&self) -> bool {
         self.attr.chars().nth(4) == Some('a')
+    }
+
+    /// Unused data bytes of a thin pool: `size * (100 - data_percent) / 100`, when known.
+    pub fn data_free(&self) -> Option<u64> {
+        let used = self.data_percent?.clamp(0.0, 100.0);
+        // Rounded down to whole bytes: a gauge, not an allocation.
+        Some((self.size as f64 * (100.0 - used) / 100.0) as u64)
     }
 }
 
@@ -105,6 +116,8 @@ struct RawLv {
     #[serde(default)]
     pool_lv: String,
     #[serde(default)]
+    data_percent: String,
+    #[serde(default)]
     lv_health_status: String,
 }
 
@@ -127,6 +140,7 @@ pub fn parse_lvs(json: &[u8]) -> Result<Vec<Lv>, ReportError> {
         .map(|r| {
             Ok(Lv {
                 size: bytes("lv_size", &r.lv_size)?,
+                data_percent: percent("data_percent", &r.data_percent)?,
                 tags: r
                     .lv_tags
                     .split(',')
@@ -164,6 +178,20 @@ pub fn parse_vgs(json: &[u8]) -> Result<Vec<Vg>, ReportError> {
             Ok(vg)
         })
         .collect()
+}
+
+/// A percentage as printed by `lvs` (`9.38`); empty when LVM has none for the LV.
+fn percent(field: &str, value: &str) -> Result<Option<f64>, ReportError> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    match value.parse::<f64>() {
+        Ok(p) if p.is_finite() => Ok(Some(p)),
+        _ => Err(ReportError(format!(
+            "{field} `{value}` is not a percentage"
+        ))),
+    }
 }
 
 /// A byte count as printed with `--units b --nosuffix` (older LVM versions append `B`).
@@ -208,11 +236,17 @@ mod tests {
         assert_eq!(lvs[2].pool.as_deref(), Some("pool0"));
         assert_eq!(lvs[2].tags, ["lvm-iscsi-csi/name=my#20vol#2f#c3#a9"]);
         assert_eq!(lvs[1].pool, None);
+        assert_eq!(lvs[0].data_percent, None);
+        assert_eq!(lvs[1].data_percent, Some(1.17));
+        // 268435456 * (100 - 1.17) / 100, rounded down.
+        assert_eq!(lvs[1].data_free(), Some(265294761));
+        assert_eq!(lvs[0].data_free(), None);
     }
 
-    /// The exact `lvs` of this driver (LV_FIELDS), captured in the lab after the driver's own
-    /// lvcreate/lvchange commands: a thick volume with name, fs and publication tags, a thin
-    /// volume with a hashed name and an escaped CSI name, the pool.
+    /// The `lvs` of this driver, captured in the lab after the driver's own lvcreate/lvchange
+    /// commands (before `data_percent` joined LV_FIELDS: a missing column reads as unknown): a
+    /// thick volume with name, fs and publication tags, a thin volume with a hashed name and
+    /// an escaped CSI name, the pool.
     const DRIVER_LVS: &str = r#"  {
       "report": [
           {
@@ -249,6 +283,7 @@ mod tests {
         assert_eq!(thin.name.as_deref(), Some("My Volume"));
         assert_eq!(lvs[2].kind(), LvKind::Thin);
         assert_eq!(VolumeTags::parse(&lvs[0].tags), VolumeTags::default());
+        assert_eq!(lvs[0].data_percent, None);
     }
 
     #[test]
@@ -301,5 +336,6 @@ mod tests {
         .is_err());
         assert!(parse_vgs(br#"{"report":[{"vg":[{"vg_name":"a","vg_size":"1","vg_free":"1","vg_extent_size":"0"}]}]}"#).is_err());
         assert_eq!(bytes("x", "512B"), Ok(512));
+        assert!(parse_lvs(br#"{"report":[{"lv":[{"vg_name":"a","lv_name":"b","lv_size":"1","data_percent":"n/a"}]}]}"#).is_err());
     }
 }

@@ -280,7 +280,7 @@ async fn an_lv_that_is_not_this_volume_is_never_taken_over() {
 async fn a_failure_after_lvcreate_removes_the_new_lv() {
     let h = Harness::new().await;
     // lvcreate succeeds, reading the new LV back fails.
-    h.lvm.fail("lvs --reportformat json --units b --nosuffix -o vg_name,lv_name,lv_size,lv_attr,lv_tags,pool_lv,lv_health_status csivg/pvc-1",
+    h.lvm.fail("lvs --reportformat json --units b --nosuffix -o vg_name,lv_name,lv_size,lv_attr,lv_tags,pool_lv,data_percent,lv_health_status csivg/pvc-1",
         Output::failed(5, "  Device mapper is confused\n"));
     let (c, msg) = create_code(&h, create_req("pvc-1", 8 * MIB)).await;
     assert_eq!(c, Code::Internal, "{msg}");
