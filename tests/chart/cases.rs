@@ -269,6 +269,48 @@ fn non_default_values_reach_the_objects() {
         })
         .expect("the metrics Service");
     assert_eq!(service.cluster_ip.as_deref(), Some("None"));
+    let monitor = objects
+        .iter()
+        .find_map(|o| match o {
+            Object::ServiceMonitor(m) => Some(m),
+            _ => None,
+        })
+        .expect("the ServiceMonitor");
+    assert_eq!(
+        monitor.metadata.labels.as_ref().unwrap()["release"],
+        "prometheus"
+    );
+    let watched = monitor
+        .spec
+        .selector
+        .match_labels
+        .clone()
+        .unwrap_or_default();
+    let service_labels = objects
+        .iter()
+        .find_map(|o| match o {
+            Object::Service(s) => s.metadata.labels.clone(),
+            _ => None,
+        })
+        .unwrap_or_default();
+    assert!(
+        !watched.is_empty()
+            && watched
+                .iter()
+                .all(|(k, v)| service_labels.get(k) == Some(v)),
+        "the ServiceMonitor selects the metrics Service: {watched:?} vs {service_labels:?}"
+    );
+    let endpoint = &monitor.spec.endpoints[0];
+    assert_eq!(
+        (endpoint.port.as_str(), endpoint.interval.as_str()),
+        ("metrics", "15s")
+    );
+    assert!(
+        !objects_of("default")
+            .iter()
+            .any(|o| matches!(o, Object::ServiceMonitor(_))),
+        "no ServiceMonitor unless asked: the CRD may be missing"
+    );
     let target = &service.ports.as_ref().unwrap()[0].target_port;
     assert_eq!(target, &Some(IntOrString::String("metrics".into())));
     let selector = service.selector.unwrap();

@@ -1,5 +1,5 @@
 //! Every rendered document as its Kubernetes type: k8s-openapi for the built-in kinds, a
-//! checked shape for VolumeSnapshotClass (a CRD). Unknown kinds fail. A document must also
+//! checked shape for VolumeSnapshotClass and ServiceMonitor (CRDs). Unknown kinds fail. A document must also
 //! survive a round trip through its type unchanged, so a misspelt or misplaced field (which
 //! serde would silently drop) fails too.
 
@@ -9,7 +9,7 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -42,6 +42,42 @@ pub enum DeletionPolicy {
     Retain,
 }
 
+/// A prometheus-operator ServiceMonitor (monitoring.coreos.com/v1), the fields we render.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServiceMonitor {
+    /// Always monitoring.coreos.com/v1.
+    pub api_version: String,
+    /// Always ServiceMonitor.
+    pub kind: String,
+    /// Standard metadata.
+    pub metadata: ObjectMeta,
+    /// Which Services and ports to scrape.
+    pub spec: ServiceMonitorSpec,
+}
+
+/// The spec of a [`ServiceMonitor`].
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServiceMonitorSpec {
+    /// The Services to scrape, by label.
+    pub selector: LabelSelector,
+    /// The ports and paths to scrape.
+    pub endpoints: Vec<ScrapeEndpoint>,
+}
+
+/// One scraped port of a [`ServiceMonitor`].
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ScrapeEndpoint {
+    /// The Service port's name.
+    pub port: String,
+    /// The HTTP path.
+    pub path: String,
+    /// The scrape interval.
+    pub interval: String,
+}
+
 /// One rendered object, typed.
 #[derive(Debug)]
 pub enum Object {
@@ -69,6 +105,8 @@ pub enum Object {
     CSIDriver(CSIDriver),
     /// snapshot.storage.k8s.io/v1 VolumeSnapshotClass.
     VolumeSnapshotClass(VolumeSnapshotClass),
+    /// monitoring.coreos.com/v1 ServiceMonitor.
+    ServiceMonitor(ServiceMonitor),
 }
 
 /// Parses a document into its type, checking nothing was lost on the way.
@@ -92,6 +130,7 @@ pub fn parse(doc: &Value) -> Result<Object, String> {
         ("snapshot.storage.k8s.io/v1", "VolumeSnapshotClass") => {
             Object::VolumeSnapshotClass(typed(doc)?)
         }
+        ("monitoring.coreos.com/v1", "ServiceMonitor") => Object::ServiceMonitor(typed(doc)?),
         other => return Err(format!("unexpected kind {other:?}")),
     })
 }
