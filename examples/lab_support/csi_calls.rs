@@ -207,6 +207,40 @@ impl Csi {
         Ok(())
     }
 
+    /// After a failure: every undo call once, errors ignored (the failure is reported
+    /// already), so that what is left does not skew later measurements.
+    pub async fn clean_up(&mut self, v: &Vol) {
+        let _ = self
+            .node
+            .node_unpublish_volume(NodeUnpublishVolumeRequest {
+                volume_id: v.id.clone(),
+                target_path: v.target.to_string_lossy().into_owned(),
+            })
+            .await;
+        let _ = self
+            .node
+            .node_unstage_volume(NodeUnstageVolumeRequest {
+                volume_id: v.id.clone(),
+                staging_target_path: v.staging.to_string_lossy().into_owned(),
+            })
+            .await;
+        let _ = self
+            .ctl
+            .controller_unpublish_volume(ControllerUnpublishVolumeRequest {
+                volume_id: v.id.clone(),
+                node_id: self.node_id.clone(),
+                secrets: self.secrets(),
+            })
+            .await;
+        let _ = self
+            .ctl
+            .delete_volume(DeleteVolumeRequest {
+                volume_id: v.id.clone(),
+                secrets: HashMap::new(),
+            })
+            .await;
+    }
+
     /// DeleteVolume.
     pub async fn delete(&mut self, v: &Vol) -> Result<(), String> {
         let req = DeleteVolumeRequest {
