@@ -388,6 +388,14 @@ impl Bench {
 
     /// (3).
     async fn restore(&mut self, n: usize) -> Result<(), String> {
+        // Sessions that failed lives left behind would point at targets the "reboot" below
+        // removes; their disks would then hang every LVM command's device scan.
+        let (_, sessions, _) = quiet(&["iscsiadm", "-m", "session"])?;
+        let left = sessions.lines().filter(|l| l.contains(IQN_PREFIX)).count();
+        if left > 0 {
+            println!("  logging out of {left} sessions that failed lives left behind");
+            let _ = quiet(&["iscsiadm", "-m", "node", "--logoutall=all"]);
+        }
         let mut template = self.csi.create("bench-r-0", SMALL).await?;
         template.publish = self.csi.publish_to(&template, FAKE_NODE).await?;
         let lv = format!("{}/bench-r-0", self.vg);
