@@ -326,9 +326,11 @@ impl Bench {
                     Some(v) => v,
                     None => csi.create(&format!("bench-l-{i}"), SMALL).await?,
                 };
-                csi.attach_existing(&mut v).await?;
-                csi.detach(&v).await?;
-                csi.delete(&v).await
+                let outcome = life(&mut csi, &mut v).await;
+                if outcome.is_err() {
+                    csi.clean_up(&v).await;
+                }
+                outcome
             });
         }
         let mut failures = 0;
@@ -367,13 +369,13 @@ impl Bench {
         Ok(took)
     }
 
-    /// Our targets, and ACLs for the fake node on them, in configfs.
+    /// The restore phase's targets, and ACLs for the fake node on them, in configfs.
     fn count_exports() -> (usize, usize) {
         let mut targets = 0;
         let mut acls = 0;
         for e in std::fs::read_dir(LIO_ISCSI).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if !name.starts_with(IQN_PREFIX) {
+            if !name.starts_with(IQN_PREFIX) || !name.contains(".bench-r-") {
                 continue;
             }
             targets += 1;
@@ -386,6 +388,14 @@ impl Bench {
 
     /// (3).
     async fn restore(&mut self, n: usize) -> Result<(), String> {
+        // Sessions that failed lives left behind would point at targets the "reboot" below
+        // removes; their disks would then hang every LVM command's device scan.
+        let (_, sessions, _) = quiet(&["iscsiadm", "-m", "session"])?;
+        let left = sessions.lines().filter(|l| l.contains(IQN_PREFIX)).count();
+        if left > 0 {
+            println!("  logging out of {left} sessions that failed lives left behind");
+            let _ = quiet(&["iscsiadm", "-m", "node", "--logoutall=all"]);
+        }
         let mut template = self.csi.create("bench-r-0", SMALL).await?;
         template.publish = self.csi.publish_to(&template, FAKE_NODE).await?;
         let lv = format!("{}/bench-r-0", self.vg);
@@ -416,7 +426,19 @@ impl Bench {
             script.push('\n');
         }
         lvm_shell(&script)?;
-        must(&["vgchange", "-q", "-ay", &self.vg])?;
+        // udev would spend a fifth of a second of guest CPU on every new device (blkid
+        // probes, by-id links) for minutes, under the measurement. Its event queue stops for
+        // the rest of the run (nothing after this needs it) and LVM makes the device nodes
+        // and /dev/VG/LV links itself.
+        must(&["udevadm", "control", "--stop-exec-queue"])?;
+        must(&[
+            "vgchange",
+            "-q",
+            "-ay",
+            "--config",
+            "activation/udev_rules=0 activation/udev_sync=0",
+            &self.vg,
+        ])?;
         let made = must(&[
             "lvs",
             "--noheadings",
@@ -457,6 +479,13 @@ impl Bench {
         self.results.rss_restored = rss(self.controller.pid()).0;
         Ok(())
     }
+}
+
+/// The rest of a created volume's life: attach, detach, delete.
+async fn life(csi: &mut Csi, v: &mut Vol) -> Result<(), String> {
+    csi.attach_existing(v).await?;
+    csi.detach(v).await?;
+    csi.delete(v).await
 }
 
 /// Feeds `script` to one `lvm` shell process (one process for many commands).

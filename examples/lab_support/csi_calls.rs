@@ -207,6 +207,55 @@ impl Csi {
         Ok(())
     }
 
+    /// After a failure: the undo calls, errors ignored (the failure is reported already),
+    /// so that what is left does not skew later measurements. NodeUnstage is tried a few
+    /// times, and the export is left alone if it keeps failing: removing a target under a
+    /// live session leaves a disk whose I/O hangs for iSCSI's replacement timeout (120 s),
+    /// and every LVM command on this host scans that disk.
+    pub async fn clean_up(&mut self, v: &Vol) {
+        let _ = self
+            .node
+            .node_unpublish_volume(NodeUnpublishVolumeRequest {
+                volume_id: v.id.clone(),
+                target_path: v.target.to_string_lossy().into_owned(),
+            })
+            .await;
+        let mut unstaged = false;
+        for _ in 0..5 {
+            let res = self
+                .node
+                .node_unstage_volume(NodeUnstageVolumeRequest {
+                    volume_id: v.id.clone(),
+                    staging_target_path: v.staging.to_string_lossy().into_owned(),
+                })
+                .await;
+            if res.is_ok() {
+                unstaged = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        if !unstaged {
+            println!("  left {} attached: NodeUnstageVolume keeps failing", v.id);
+            return;
+        }
+        let _ = self
+            .ctl
+            .controller_unpublish_volume(ControllerUnpublishVolumeRequest {
+                volume_id: v.id.clone(),
+                node_id: self.node_id.clone(),
+                secrets: self.secrets(),
+            })
+            .await;
+        let _ = self
+            .ctl
+            .delete_volume(DeleteVolumeRequest {
+                volume_id: v.id.clone(),
+                secrets: HashMap::new(),
+            })
+            .await;
+    }
+
     /// DeleteVolume.
     pub async fn delete(&mut self, v: &Vol) -> Result<(), String> {
         let req = DeleteVolumeRequest {

@@ -20,9 +20,13 @@ pub struct MethodProfile {
 }
 
 impl MethodProfile {
-    /// Commands in total.
+    /// Commands in total (the wait entries, in parentheses, are not commands).
     pub fn count(&self) -> u64 {
-        self.commands.values().map(|c| c.0).sum()
+        self.commands
+            .iter()
+            .filter(|(k, _)| !k.starts_with('('))
+            .map(|(_, c)| c.0)
+            .sum()
     }
 
     /// The median call's milliseconds in commands (lower middle); 0 without calls.
@@ -40,6 +44,9 @@ pub fn mark(log: &Path) -> u64 {
 
 /// A short label for a command line: the program, plus the operation for iscsiadm.
 fn label(command: &str) -> String {
+    if command.starts_with('(') {
+        return command.to_string();
+    }
     let argv: Vec<&str> = command.split_whitespace().collect();
     let program = argv.first().copied().unwrap_or("?");
     if program != "iscsiadm" {
@@ -80,11 +87,18 @@ pub fn profile(log: &Path, from: u64, to: u64) -> BTreeMap<String, MethodProfile
         let Ok(ev) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
-        if ev.get("message").and_then(|m| m.as_str()) != Some("ran command") {
-            continue;
-        }
-        let command = ev.get("command").and_then(|c| c.as_str()).unwrap_or("?");
-        let ms = ev.get("elapsed_ms").and_then(|c| c.as_u64()).unwrap_or(0);
+        // Besides commands, the node's wait for a LUN's disk to appear (sysfs polling).
+        let (command, ms) = match ev.get("message").and_then(|m| m.as_str()) {
+            Some("ran command") => (
+                ev.get("command").and_then(|c| c.as_str()).unwrap_or("?"),
+                ev.get("elapsed_ms").and_then(|c| c.as_u64()).unwrap_or(0),
+            ),
+            Some("LUN device found") => (
+                "(waiting for the disk)",
+                ev.get("waited_ms").and_then(|c| c.as_u64()).unwrap_or(0),
+            ),
+            _ => continue,
+        };
         let method = ev
             .get("spans")
             .and_then(|s| s.as_array())
@@ -101,6 +115,9 @@ pub fn profile(log: &Path, from: u64, to: u64) -> BTreeMap<String, MethodProfile
         let e = p.commands.entry(label(command)).or_default();
         e.0 += 1;
         e.1 += ms;
+        if command.starts_with('(') {
+            continue;
+        }
         if method != previous || p.calls.is_empty() {
             p.calls.push((0, 0));
         }
