@@ -575,6 +575,7 @@ async fn main() -> ExitCode {
         pool: pool.clone(),
         kubelet: run.join("kubelet"),
         samples: Default::default(),
+        leaked_sessions: Default::default(),
     };
     let mut b = Bench {
         csi,
@@ -666,6 +667,10 @@ async fn run_all(
     let failures = b.lives(vols, more, parallel).await;
     b.results.lives = runs + rest;
     b.results.life_failures = failures;
+    b.results.leaked_sessions = b
+        .csi
+        .leaked_sessions
+        .load(std::sync::atomic::Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (c, n) = (rss(b.controller.pid()), rss(b.node.pid()));
     b.results.rss_after = (c.0, n.0);

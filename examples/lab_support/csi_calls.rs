@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -64,6 +65,8 @@ pub struct Csi {
     pub kubelet: PathBuf,
     /// Latencies.
     pub samples: Samples,
+    /// Sessions found alive after a successful NodeUnstageVolume (see `clean_up`).
+    pub leaked_sessions: Arc<AtomicUsize>,
 }
 
 impl Csi {
@@ -238,6 +241,17 @@ impl Csi {
         if !unstaged {
             println!("  left {} attached: NodeUnstageVolume keeps failing", v.id);
             return;
+        }
+        // A stage that failed after its login succeeded can leave a session that
+        // NodeUnstageVolume no longer knows about: log it out by hand, and say so.
+        if let Some(iqn) = v.publish.get("targetIqn") {
+            if let Ok(Some(portal)) = super::observe::Observed::session(iqn) {
+                println!("  {}: a session to {iqn} survived NodeUnstageVolume (leaked); logging it out by hand", v.id);
+                self.leaked_sessions.fetch_add(1, Ordering::Relaxed);
+                let node = ["iscsiadm", "-m", "node", "-T", iqn, "-p", &portal];
+                let _ = super::observe::quiet(&[&node[..], &["--logout"]].concat());
+                let _ = super::observe::quiet(&[&node[..], &["-o", "delete"]].concat());
+            }
         }
         let _ = self
             .ctl

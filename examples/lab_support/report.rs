@@ -82,6 +82,8 @@ pub struct Results {
     pub lives: usize,
     /// (4) failed lives.
     pub life_failures: usize,
+    /// (4) sessions still logged in after a successful NodeUnstageVolume of a failed life.
+    pub leaked_sessions: usize,
     /// Controller VmRSS with the restored volumes, KiB.
     pub rss_restored: u64,
     /// Per-RPC client latencies in the attach/detach runs (ms).
@@ -167,9 +169,10 @@ impl Results {
             mib(self.rss_idle.1),
             verdict(self.rss_idle.0 <= 10 * 1024 && self.rss_idle.1 <= 10 * 1024)
         ));
-        let failed = match self.life_failures {
-            0 => "none failed".to_string(),
-            n => format!("**{n} failed**"),
+        let failed = match (self.life_failures, self.leaked_sessions) {
+            (0, _) => "none failed".to_string(),
+            (n, 0) => format!("**{n} failed**"),
+            (n, l) => format!("**{n} failed, {l} of them leaving a session behind**"),
         };
         t.push_str(&format!(
             "| 4 | resident memory after {} volume lives, {} at a time ({failed}): controller / node | | {} / {} | | ≤ 16 MiB each | {} |\n",
@@ -269,6 +272,7 @@ impl Results {
                 "controller_idle": self.rss_idle.0, "node_idle": self.rss_idle.1,
                 "controller_after": self.rss_after.0, "node_after": self.rss_after.1,
                 "lives": self.lives, "life_failures": self.life_failures,
+                "leaked_sessions": self.leaked_sessions,
                 "controller_with_restored_exports": self.rss_restored,
                 "goal_idle_kib": 10 * 1024, "goal_after_kib": 16 * 1024,
             },
