@@ -8,8 +8,10 @@
 #      back in configfs)
 #   4. resident memory of controller and node, idle and after 100 volume lives
 #   5. detach (NodeUnpublish + NodeUnstage + ControllerUnpublish) vs the raw-tool floor
-# and prints a markdown table; results in e2e/out/bench/results.{md,json}. Not a test: it
-# fails only when something breaks, not when a goal is missed.
+# and prints a markdown table; results in e2e/out/bench/results.{md,json}, explained in
+# docs/benchmarks.md. About 7 minutes in the guest on an idle 2-core machine (twice that when
+# the cores are shared). Not a test: it fails only when something breaks, not when a goal is
+# missed.
 #
 #   e2e/bench.sh
 #
