@@ -109,6 +109,17 @@ pub enum ControllerError {
         /// Where it is published.
         nodes: Vec<String>,
     },
+    /// ControllerExpandVolume with a limit below the current size: shrinking is not
+    /// supported.
+    #[error("volume {id} is {size} bytes, more than capacity_range.limit_bytes ({limit}): shrinking a volume is not supported")]
+    Shrink {
+        /// The volume id.
+        id: String,
+        /// Its current size.
+        size: u64,
+        /// The limit asked for.
+        limit: u64,
+    },
     /// The VG or thin pool has not enough room.
     #[error("not enough space: {0}")]
     NoSpace(String),

@@ -5,6 +5,7 @@
 //! - [`service`]: `impl Controller`: each RPC is validate -> guard -> one function below.
 //! - [`create`]: CreateVolume, DeleteVolume.
 //! - [`publish`]: ControllerPublishVolume, ControllerUnpublishVolume.
+//! - [`expand`]: ControllerExpandVolume (lvextend, then the export resized).
 //! - [`query`]: ValidateVolumeCapabilities, ListVolumes, GetCapacity, ControllerGetVolume.
 //! - [`restore`]: rebuild the kernel target from LV tags at start-up; readiness for Probe.
 //! - `gauges`: volume, VG and thin pool gauges, refreshed after every change.
@@ -19,6 +20,7 @@ pub mod capacity;
 pub mod chap_key;
 pub mod create;
 pub mod error;
+pub mod expand;
 mod gauges;
 pub mod params;
 pub mod publish;

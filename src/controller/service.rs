@@ -1,7 +1,7 @@
 //! `impl Controller`: each RPC opens a span carrying the volume id, validates the request
 //! (INVALID_ARGUMENT before any lock or command), takes the per-volume guard (ABORTED when
 //! busy; CreateVolume locks the name) and calls one function of [`super::create`],
-//! [`super::publish`] or [`super::query`].
+//! [`super::publish`], [`super::expand`] or [`super::query`].
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -17,13 +17,14 @@ use crate::ops::VolumeLocks;
 use crate::target::TargetBackend;
 
 use super::create::{validate_create, validate_delete};
+use super::expand::validate_expand;
 use super::publish::{validate_publish, validate_unpublish};
 use super::resolver::InitiatorResolver;
 use super::volume_id::VolumeId;
 use super::{ControllerError, Core, Settings};
 
-/// The capabilities advertised: no snapshots, clones, expansion or modification yet.
-pub const CAPABILITIES: [rpc::Type; 9] = [
+/// The capabilities advertised: no snapshots, clones or modification yet.
+pub const CAPABILITIES: [rpc::Type; 10] = [
     rpc::Type::CreateDeleteVolume,
     rpc::Type::PublishUnpublishVolume,
     rpc::Type::ListVolumes,
@@ -33,6 +34,7 @@ pub const CAPABILITIES: [rpc::Type; 9] = [
     rpc::Type::VolumeCondition,
     rpc::Type::PublishReadonly,
     rpc::Type::SingleNodeMultiWriter,
+    rpc::Type::ExpandVolume,
 ];
 
 /// The Controller service.
@@ -282,13 +284,24 @@ impl Controller for ControllerService {
         )
     }
 
+    #[tracing::instrument(skip_all, fields(volume_id = %request.get_ref().volume_id))]
     async fn controller_expand_volume(
         &self,
-        _: Request<ControllerExpandVolumeRequest>,
+        request: Request<ControllerExpandVolumeRequest>,
     ) -> Result<Response<ControllerExpandVolumeResponse>, Status> {
+        let req = request.into_inner();
+        let core = &self.core;
         reply(
             "ControllerExpandVolume",
-            Err(ControllerError::Unimplemented("ControllerExpandVolume")),
+            async {
+                let plan = validate_expand(&req)?;
+                let _guard = core.lock(&plan.id.to_string())?;
+                let answer = core.expand_volume(&plan).await?;
+                core.refresh_gauges_later();
+                tracing::info!(capacity = answer.capacity_bytes, "volume expanded");
+                Ok(answer)
+            }
+            .await,
         )
     }
 

@@ -45,6 +45,7 @@ pub fn code(err: &ControllerError) -> Code {
             CapacityError::TooLarge(_) | CapacityError::NoFit { .. } => Code::OutOfRange,
         },
         E::VolumeNotFound { .. } => Code::NotFound,
+        E::Shrink { .. } => Code::OutOfRange,
         E::Resolve { source, .. } => match source.as_ref() {
             ResolveError::NotAnInitiator { .. } => Code::NotFound,
             ResolveError::BadAnnotation { .. } => Code::FailedPrecondition,
@@ -66,7 +67,7 @@ pub fn code(err: &ControllerError) -> Code {
             LvmError::NotFound { .. } => Code::NotFound,
             LvmError::AlreadyExists { .. } => Code::AlreadyExists,
             LvmError::InsufficientSpace { .. } => Code::ResourceExhausted,
-            LvmError::InUse { .. } => Code::FailedPrecondition,
+            LvmError::InUse { .. } | LvmError::SnapshotOrigin { .. } => Code::FailedPrecondition,
             LvmError::Command(_) | LvmError::Parse { .. } => Code::Internal,
         },
         E::Target { source, .. } => match source {
@@ -237,6 +238,21 @@ mod tests {
         assert_eq!(
             code(&E::Unimplemented("CreateSnapshot")),
             Code::Unimplemented
+        );
+        assert_eq!(
+            code(&E::Shrink {
+                id: "a/b".into(),
+                size: 2,
+                limit: 1
+            }),
+            Code::OutOfRange
+        );
+        assert_eq!(
+            code(&lvm(LvmError::SnapshotOrigin {
+                command: "lvextend".into(),
+                stderr: "Snapshot origin volumes can be resized only while inactive".into(),
+            })),
+            Code::FailedPrecondition
         );
     }
 

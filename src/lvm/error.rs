@@ -41,6 +41,15 @@ pub enum LvmError {
         /// LVM's message.
         stderr: String,
     },
+    /// The LV is the origin of a classic (thick) snapshot: LVM resizes such an origin only
+    /// while it is inactive.
+    #[error("snapshot origin: `{command}`: {stderr}")]
+    SnapshotOrigin {
+        /// The command line.
+        command: String,
+        /// LVM's message.
+        stderr: String,
+    },
     /// Any other failure to run the tool.
     #[error(transparent)]
     Command(#[from] ExecError),
@@ -56,7 +65,7 @@ pub enum LvmError {
 
 impl LvmError {
     /// Classifies the failed run `out` of `cmd`: LVM's exit code 5 plus its message tell
-    /// "not found", "already exists", "no space" and "in use" apart; anything else is a plain
+    /// "not found", "already exists", "no space", "in use" and "snapshot origin" apart; anything else is a plain
     /// command failure.
     pub fn classify(cmd: &Cmd, out: &Output) -> LvmError {
         let failed = ExecError::failed(cmd, out);
@@ -85,6 +94,8 @@ impl LvmError {
             LvmError::AlreadyExists { command, stderr }
         } else if lower.contains(" in use") {
             LvmError::InUse { command, stderr }
+        } else if lower.contains("snapshot origin volumes can be resized only while inactive") {
+            LvmError::SnapshotOrigin { command, stderr }
         } else {
             failed.into()
         }
@@ -137,6 +148,20 @@ mod tests {
                 "File descriptor 3 (/dev/dm-5) leaked on lvremove invocation. Parent PID 176: /bin/sh\n  Logical volume csivg/plain in use.\n"
             ),
             LvmError::InUse { .. }
+        ));
+        assert!(matches!(
+            classify(
+                5,
+                "  Snapshot origin volumes can be resized only while inactive: try lvchange -an.\n"
+            ),
+            LvmError::SnapshotOrigin { .. }
+        ));
+        assert!(matches!(
+            classify(
+                5,
+                "  Insufficient free space: 16368 extents needed, but only 493 available\n"
+            ),
+            LvmError::InsufficientSpace { .. }
         ));
     }
 

@@ -1,5 +1,5 @@
 //! A simulated LVM for tests: answers the exact commands [`Lvm`](super::Lvm) runs (`lvs`,
-//! `vgs`, `lvcreate`, `lvremove`, `lvchange`) from in-memory VGs and LVs, with LVM's real
+//! `vgs`, `lvcreate`, `lvremove`, `lvextend`, `lvchange`) from in-memory VGs and LVs, with LVM's real
 //! messages and exit codes (as captured in the lab), through a [`FakeRunner`]. Failures can be
 //! scripted per command.
 
@@ -202,6 +202,7 @@ impl State {
             }
             Some("lvcreate") => self.lvcreate(argv),
             Some("lvremove") => self.lvremove(argv.last().map_or("", String::as_str)),
+            Some("lvextend") => self.lvextend(argv),
             Some("lvchange") => self.lvchange(argv),
             _ => Output::failed(127, format!("{line}: not simulated", line = argv.join(" "))),
         }
@@ -297,6 +298,39 @@ impl State {
         if before == self.lvs.len() {
             return lv_not_found(target);
         }
+        Output::ok("")
+    }
+
+    /// `lvextend --size <N>b vg/lv`, with LVM's refusals: not larger, no room in the VG.
+    fn lvextend(&mut self, argv: &[String]) -> Output {
+        let (Some(size), Some(target)) = (argv.get(2), argv.get(3)) else {
+            return Output::failed(3, "  No command with matching syntax recognised.\n");
+        };
+        let size: u64 = size.trim_end_matches('b').parse().unwrap_or(0);
+        let Some(i) = self
+            .lvs
+            .iter()
+            .position(|l| format!("{}/{}", l.vg, l.name) == *target)
+        else {
+            return lv_not_found(target);
+        };
+        let (vg, old, thin) = {
+            let lv = &self.lvs[i];
+            (lv.vg.clone(), lv.size, lv.attr.starts_with('V'))
+        };
+        if size <= old {
+            return Output::failed(
+                5,
+                format!("  New size given ({size}) not larger than existing size ({old}).\n"),
+            );
+        }
+        if !thin && self.vg_free(&vg) < size - old {
+            return Output::failed(
+                5,
+                "  Insufficient free space: 2 extents needed, but only 1 available\n",
+            );
+        }
+        self.lvs[i].size = size;
         Output::ok("")
     }
 

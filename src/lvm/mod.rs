@@ -114,6 +114,17 @@ impl Lvm {
         self.output(&cmd).await.map(drop)
     }
 
+    /// Grows LV `vg/name` (thick or thin) to `size` bytes, a multiple of the VG's extent
+    /// size larger than its current size: lvextend refuses a size at or below the current
+    /// one, so the caller compares first. A thin volume may pass its pool's size (LVM warns,
+    /// the overprovisioning check is the caller's).
+    pub async fn extend(&self, vg: &str, name: &str, size: u64) -> Result<(), LvmError> {
+        let cmd = Cmd::new("lvextend")
+            .args(["--size", &format!("{size}b")])
+            .arg(format!("{vg}/{name}"));
+        self.output(&cmd).await.map(drop)
+    }
+
     /// Adds and deletes tags of LV `vg/name` in one metadata update. Adding a tag the LV
     /// has, or deleting one it lacks, succeeds (checked on LVM 2.03.16): repeats are safe.
     pub async fn change_tags(

@@ -14,6 +14,8 @@ pub struct FakeExport {
     pub spec: ExportSpec,
     /// ACLs by initiator IQN.
     pub acls: BTreeMap<String, AclSpec>,
+    /// How many times `resize_lun` refreshed its size.
+    pub resized: u32,
 }
 
 /// In-memory [`TargetBackend`].
@@ -84,6 +86,7 @@ impl TargetBackend for FakeTarget {
                     FakeExport {
                         spec: spec.clone(),
                         acls: BTreeMap::new(),
+                        resized: 0,
                     },
                 );
                 Ok(())
@@ -117,6 +120,16 @@ impl TargetBackend for FakeTarget {
     async fn remove_export(&self, iqn: &str) -> Result<(), TargetError> {
         self.check()?;
         self.with(|m| m.remove(iqn));
+        Ok(())
+    }
+
+    async fn resize_lun(&self, iqn: &str, _size: u64) -> Result<(), TargetError> {
+        self.check()?;
+        self.with(|m| {
+            if let Some(e) = m.get_mut(iqn) {
+                e.resized += 1;
+            }
+        });
         Ok(())
     }
 

@@ -160,6 +160,12 @@ pub trait TargetBackend: Send + Sync {
     /// Removes target `iqn` (ending its sessions) and its backstore.
     async fn remove_export(&self, iqn: &str) -> Result<(), TargetError>;
 
+    /// Makes the data LUN of target `iqn` report `size` bytes, the new size of its device
+    /// after the LV behind it grew: initiators see it at their next READ CAPACITY (a
+    /// rescan). Sessions stay logged in and I/O continues. A target that does not exist is
+    /// fine: nothing is exported, so nothing can report a stale size.
+    async fn resize_lun(&self, iqn: &str, size: u64) -> Result<(), TargetError>;
+
     /// Our targets (IQN under our prefix), with their device and ACLs.
     async fn list(&self) -> Result<Vec<TargetState>, TargetError>;
 }

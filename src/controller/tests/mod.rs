@@ -2,6 +2,7 @@
 //! in-memory `FakeTarget` and a `FakeResolver`. Every RPC: success, repeat, each error code.
 
 mod create;
+mod expand;
 mod gauges;
 mod publish;
 mod query;

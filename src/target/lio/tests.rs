@@ -329,3 +329,19 @@ async fn probe_registers_the_fabric_or_explains() {
     assert!(b.list().await.unwrap().is_empty());
     assert_eq!(b.data_lun(), 0);
 }
+
+#[tokio::test]
+async fn resize_changes_nothing_because_iblock_reads_the_size_itself() {
+    let (b, sim) = backend();
+    b.ensure_export(&spec()).await.unwrap();
+    let events = sim.events().len();
+    b.resize_lun(IQN, 128 << 20).await.unwrap();
+    b.resize_lun("iqn.2026-11.io.csi.lvm-iscsi:csivg.none", 1)
+        .await
+        .unwrap();
+    assert_eq!(sim.events().len(), events, "{:?}", &sim.events()[events..]);
+    assert!(matches!(
+        b.resize_lun("iqn.2003-01.org.other:x", 1).await,
+        Err(TargetError::Foreign { .. })
+    ));
+}

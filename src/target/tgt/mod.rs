@@ -506,6 +506,41 @@ impl TargetBackend for TgtBackend {
         }
     }
 
+    /// tgtd reads a backing store's size once, when it opens it (seen in the lab: after
+    /// lvextend a rescan still shows the old size). `--params online=0,path=<device>` in
+    /// one request takes the LUN offline, reopens the same device (reading its size) and
+    /// brings it back online; tgtd handles it between two SCSI commands, the SCSI id and
+    /// serial stay, and the sessions stay logged in. Skipped when tgtd already reports the
+    /// size.
+    async fn resize_lun(&self, iqn: &str, size: u64) -> Result<(), TargetError> {
+        check_ours(iqn, &self.prefix)?;
+        let _guard = self.lock.lock().await;
+        let Some(target) = self.target(iqn).await? else {
+            return Ok(());
+        };
+        let Some(lun) = target.lun(DATA_LUN) else {
+            return Ok(());
+        };
+        let Some(path) = &lun.path else {
+            return Ok(());
+        };
+        if lun.size_mb == Some(parse::disk_size_mb(size)) {
+            return Ok(());
+        }
+        check_device(path)?;
+        let cmd = tgtadm("logicalunit", "update").args([
+            "--tid",
+            &target.tid.to_string(),
+            "--lun",
+            &DATA_LUN.to_string(),
+            "--params",
+            &format!("online=0,path={path}"),
+        ]);
+        self.run(cmd, &[]).await?;
+        tracing::info!(target = iqn, device = %path, size, "tgt reopened the LUN's backing store");
+        Ok(())
+    }
+
     async fn list(&self) -> Result<Vec<TargetState>, TargetError> {
         Ok(self
             .targets()

@@ -67,6 +67,17 @@ pub struct Lun {
     pub scsi_sn: String,
     /// Backing store path; `None` for tgt's controller LUN.
     pub path: Option<String>,
+    /// The size tgtd reports, in its own "MB" ([`disk_size_mb`]); read when the backing
+    /// store was opened, never again.
+    pub size_mb: Option<u64>,
+}
+
+/// The "MB" figure `tgtadm --op show` prints for a LUN of `bytes` bytes (tgt's
+/// `print_disksize`, an approximation of bytes / 10^6, reproduced with its unsigned
+/// arithmetic).
+pub fn disk_size_mb(bytes: u64) -> u64 {
+    let sectors = bytes / 512;
+    sectors.wrapping_sub((sectors / 625).wrapping_sub(974)) / 1950
 }
 
 /// A CHAP account bound to a target.
@@ -200,6 +211,7 @@ pub fn parse_targets(text: &str) -> Result<Vec<Target>, TargetError> {
                         scsi_id: String::new(),
                         scsi_sn: String::new(),
                         path: None,
+                        size_mb: None,
                     });
                     continue;
                 }
@@ -210,6 +222,11 @@ pub fn parse_targets(text: &str) -> Result<Vec<Target>, TargetError> {
                     lun.scsi_id = v.to_string();
                 } else if let Some(v) = field("SCSI SN:") {
                     lun.scsi_sn = v.to_string();
+                } else if let Some(v) = field("Size:") {
+                    // `Size: 134 MB, Block size: 512`
+                    lun.size_mb = v
+                        .split_once(" MB")
+                        .and_then(|(mb, _)| mb.trim().parse().ok());
                 } else if let Some(v) = field("Backing store path:") {
                     lun.path = (v != "None" && !v.is_empty()).then(|| v.to_string());
                 }
@@ -276,6 +293,8 @@ mod tests {
         assert_eq!(lun.path.as_deref(), Some("/dev/loop1"));
         assert_eq!(lun.scsi_sn, "0123456789abcdef0123456789abcdef");
         assert_eq!(lun.scsi_id, "0123456789abcdef0123456789abcdef");
+        assert_eq!(lun.size_mb, Some(34));
+        assert_eq!(ours.luns[0].size_mb, Some(0));
         assert_eq!(
             ours.accounts,
             vec![
@@ -309,6 +328,16 @@ mod tests {
         let empty = &t[2];
         assert_eq!(empty.tid, 3);
         assert!(empty.lun(1).is_none() && empty.acls.is_empty() && empty.accounts.is_empty());
+    }
+
+    #[test]
+    fn disk_size_is_tgts_own_megabytes() {
+        // Seen in the lab (tgt 1.0.85): 64 MiB shows as 67 MB, 128 MiB as 134 MB.
+        assert_eq!(disk_size_mb(64 << 20), 67);
+        assert_eq!(disk_size_mb(128 << 20), 134);
+        assert_eq!(disk_size_mb(0), 0);
+        // Every extent (4 MiB) of growth changes the figure.
+        assert_ne!(disk_size_mb((1 << 30) + (4 << 20)), disk_size_mb(1 << 30));
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub(super) struct Tgt {
     pub(super) acls: Vec<String>,
     /// (sid, initiator, cid)
     pub(super) sessions: Vec<(u64, String, u64)>,
+    /// lun -> the device size read when the backing store was opened (as tgtd caches it).
+    pub(super) sizes: BTreeMap<u32, u64>,
 }
 
 /// A tgtd in memory that answers tgtadm like tgt 1.0.85 does (same listing layout, same
@@ -35,6 +37,12 @@ pub(super) struct Tgtd {
     pub(super) portals: Vec<String>,
     /// How many more target deletes find commands still in flight.
     pub(super) busy: u32,
+    /// Sizes of the block devices on the storage node, by path (32 MiB, shown as 34 MB, when not listed).
+    pub(super) devices: BTreeMap<String, u64>,
+}
+
+fn device_size(devices: &BTreeMap<String, u64>, path: &str) -> u64 {
+    devices.get(path).copied().unwrap_or(32 << 20)
 }
 
 fn refused(msg: &str) -> Output {
@@ -67,9 +75,11 @@ impl Tgtd {
             for (lun, (path, id, sn)) in &t.luns {
                 let _ = writeln!(s, "        LUN: {lun}\n            Type: disk");
                 let _ = writeln!(s, "            SCSI ID: {id}\n            SCSI SN: {sn}");
+                let size = t.sizes.get(lun).copied().unwrap_or(32 << 20);
                 let _ = writeln!(
                     s,
-                    "            Size: 34 MB, Block size: 512\n            Readonly: No"
+                    "            Size: {} MB, Block size: 512\n            Readonly: No",
+                    super::parse::disk_size_mb(size)
                 );
                 let _ = writeln!(s, "            Backing store type: rdwr\n            Backing store path: {path}\n            Backing store flags: ");
             }
@@ -178,8 +188,9 @@ impl Tgtd {
                 }
                 let id = format!("IET     {tid:04x}{lun:04x}");
                 let sn = format!("beaf{tid}{lun}");
-                t.luns
-                    .insert(lun, (flags["--backing-store"].to_string(), id, sn));
+                let path = flags["--backing-store"].to_string();
+                t.sizes.insert(lun, device_size(&self.devices, &path));
+                t.luns.insert(lun, (path, id, sn));
                 Output::ok("")
             }
             ("logicalunit", "update", Some(t)) => {
@@ -187,10 +198,19 @@ impl Tgtd {
                 let Some(l) = t.luns.get_mut(&lun) else {
                     return refused("can't find the logical unit");
                 };
+                let mut online = true;
                 for kv in flags["--params"].split(',') {
                     match kv.split_once('=') {
                         Some(("scsi_id", v)) => l.1 = v.to_string(),
                         Some(("scsi_sn", v)) => l.2 = v.to_string(),
+                        Some(("online", v)) => online = v == "1",
+                        // tgt reopens the backing store only on an offline LUN.
+                        Some(("path", _)) if online => return refused("invalid request"),
+                        Some(("path", v)) => {
+                            l.0 = v.to_string();
+                            t.sizes.insert(lun, device_size(&self.devices, v));
+                            online = true;
+                        }
                         _ => return refused("unknown parameter"),
                     }
                 }

@@ -372,3 +372,49 @@ async fn probe_explains_a_missing_daemon() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn resize_reopens_the_backing_store_once_keeping_sessions_and_serial() {
+    let (b, tgtd, runner) = backend();
+    b.ensure_export(&spec()).await.unwrap();
+    b.ensure_acl(IQN, &acl(NODE1)).await.unwrap();
+    {
+        let mut d = tgtd.lock().unwrap();
+        d.targets
+            .get_mut(&1)
+            .unwrap()
+            .sessions
+            .push((1, NODE1.into(), 0));
+        // lvextend: the device grew, tgtd still has the old size.
+        d.devices.insert("/dev/csivg/pvc-1".into(), 128 << 20);
+    }
+    let before = b.target(IQN).await.unwrap().unwrap();
+    assert_eq!(before.lun(1).unwrap().size_mb, Some(34));
+    runner.clear();
+    b.resize_lun(IQN, 128 << 20).await.unwrap();
+    assert!(runner.calls().contains(
+        &"tgtadm --lld iscsi --mode logicalunit --op update --tid 1 --lun 1 \
+          --params online=0,path=/dev/csivg/pvc-1"
+            .to_string()
+    ));
+    let after = b.target(IQN).await.unwrap().unwrap();
+    let lun = after.lun(1).unwrap();
+    assert_eq!(lun.size_mb, Some(134));
+    assert_eq!(lun.scsi_sn, before.lun(1).unwrap().scsi_sn);
+    assert_eq!(after.nexuses, before.nexuses, "the session stays");
+    // A repeat finds the size reported and changes nothing.
+    runner.clear();
+    b.resize_lun(IQN, 128 << 20).await.unwrap();
+    assert!(runner.calls().iter().all(|c| !c.contains("update")));
+}
+
+#[tokio::test]
+async fn resize_without_an_export_is_a_no_op_and_foreign_targets_are_refused() {
+    let (b, _, runner) = backend();
+    b.resize_lun(IQN, 1 << 30).await.unwrap();
+    assert!(runner.calls().iter().all(|c| !c.contains("update")));
+    assert!(matches!(
+        b.resize_lun("iqn.2003-01.org.other:foreign", 1).await,
+        Err(TargetError::Foreign { .. })
+    ));
+}

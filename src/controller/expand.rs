@@ -1,0 +1,173 @@
+//! ControllerExpandVolume: `lvextend` of the volume's LV (thick or thin) to the requested
+//! size rounded up to the VG's extent size, then the exported LUN made to report it.
+//!
+//! - A request at or below the current size is success with the current size (the spec:
+//!   "already larger than or equal to the target capacity ... SHOULD reply 0 OK"). Shrinking
+//!   is not supported: a `limit_bytes` below the current size cannot be met and is
+//!   OUT_OF_RANGE ("the capacity range is not allowed by the Plugin").
+//! - Space is checked first: free extents of the VG for a thick LV, the thin pool's headroom
+//!   under the overprovisioning ratio for a thin one (RESOURCE_EXHAUSTED, as for CreateVolume).
+//! - The target side is refreshed whenever the volume is published, also when no lvextend was
+//!   needed: a repeat after a crash between the two steps completes the work.
+//! - `node_expansion_required` is always true: a mount volume's filesystem must be grown on
+//!   the node, and a block volume's SCSI disk must be rescanned there before the node (and
+//!   the pod) see the new size. An unpublished volume needs it too: kubelet grows the
+//!   filesystem after its next stage.
+
+use crate::csi::{ControllerExpandVolumeRequest, ControllerExpandVolumeResponse};
+use crate::lvm::{LvKind, LvmError};
+
+use super::capability;
+use super::capacity::{thin_headroom, SizeRequest};
+use super::create::parse_known;
+use super::error::Context;
+use super::volume_id::VolumeId;
+use super::{ControllerError, Core, Volume};
+
+/// A checked ControllerExpandVolume request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpandPlan {
+    /// The volume.
+    pub id: VolumeId,
+    /// The capacity range asked for.
+    pub size: SizeRequest,
+}
+
+/// Checks a ControllerExpandVolume request before anything runs: volume id and capacity
+/// range required, the capability (when given) one this driver serves. An id that names no
+/// volume of ours is NOT_FOUND, once the rest of the request is known to be valid.
+pub fn validate_expand(req: &ControllerExpandVolumeRequest) -> Result<ExpandPlan, ControllerError> {
+    let id = parse_known(&req.volume_id)?;
+    let range = req
+        .capacity_range
+        .as_ref()
+        .ok_or(ControllerError::Missing("capacity_range"))?;
+    let size = SizeRequest::parse(Some(range))?;
+    if let Some(cap) = &req.volume_capability {
+        capability::check(cap).map_err(ControllerError::Capability)?;
+    }
+    let id = id.ok_or_else(|| ControllerError::VolumeNotFound {
+        id: req.volume_id.clone(),
+    })?;
+    Ok(ExpandPlan { id, size })
+}
+
+impl Core {
+    /// Grows volume `plan.id` to the requested size and makes its export report it; returns
+    /// the volume's real size afterwards.
+    pub(crate) async fn expand_volume(
+        &self,
+        plan: &ExpandPlan,
+    ) -> Result<ControllerExpandVolumeResponse, ControllerError> {
+        let id = &plan.id;
+        let v = self
+            .volume(id)
+            .await?
+            .ok_or_else(|| ControllerError::VolumeNotFound { id: id.to_string() })?;
+        let current = v.lv.size;
+        if plan.size.limit > 0 && current > plan.size.limit {
+            return Err(ControllerError::Shrink {
+                id: id.to_string(),
+                size: current,
+                limit: plan.size.limit,
+            });
+        }
+        let published = !v.tags.publications.is_empty();
+        if published {
+            // Restore may still be rebuilding this export; resizing it meanwhile is moot.
+            self.check_restored()?;
+        }
+        let size = if plan.size.required <= current {
+            tracing::info!(volume_id = %id, size = current, "volume is already large enough");
+            current
+        } else {
+            self.grow(&v, &plan.size).await?
+        };
+        if published {
+            let iqn = self.iqn(id);
+            self.target
+                .resize_lun(&iqn, size)
+                .await
+                .context(|| format!("making export {iqn} report the new size"))?;
+        }
+        Ok(ControllerExpandVolumeResponse {
+            capacity_bytes: i64::try_from(size).unwrap_or(i64::MAX),
+            node_expansion_required: true,
+        })
+    }
+
+    /// Checks the room and runs lvextend; returns the size LVM reports afterwards.
+    async fn grow(&self, v: &Volume, want: &SizeRequest) -> Result<u64, ControllerError> {
+        let id = &v.id;
+        let vg = self
+            .lvm
+            .vg(id.vg())
+            .await
+            .context(|| format!("reading volume group {}", id.vg()))?
+            .ok_or_else(|| ControllerError::NoVolumeGroup {
+                vg: id.vg().to_string(),
+            })?;
+        let size = want.size(v.lv.size, vg.extent_size)?;
+        let growth = size - v.lv.size;
+        match v.lv.kind() {
+            LvKind::Thin => self.check_thin_room(v, growth).await?,
+            _ if vg.free < growth => {
+                return Err(ControllerError::NoSpace(format!(
+                    "volume group {} has {} bytes free, {growth} more needed to grow {id} \
+                     from {} to {size} bytes",
+                    vg.name, vg.free, v.lv.size
+                )))
+            }
+            _ => {}
+        }
+        tracing::info!(volume_id = %id, from = v.lv.size, to = size, "extending logical volume");
+        self.lvm
+            .extend(id.vg(), id.lv(), size)
+            .await
+            .map_err(|source| {
+                let context = match source {
+                    LvmError::SnapshotOrigin { .. } => format!(
+                        "cannot grow volume {id}: it has classic (thick) snapshots, and LVM \
+                         resizes the origin of a snapshot only while it is inactive; delete \
+                         the volume's snapshots first"
+                    ),
+                    _ => format!("extending logical volume {id} to {size} bytes"),
+                };
+                ControllerError::Lvm { context, source }
+            })?;
+        let grown = self
+            .volume(id)
+            .await?
+            .ok_or_else(|| ControllerError::VolumeNotFound { id: id.to_string() })?;
+        tracing::info!(volume_id = %id, size = grown.lv.size, "logical volume extended");
+        Ok(grown.lv.size)
+    }
+
+    /// Refuses to grow thin volume `v` by `growth` bytes past its pool's overprovisioning
+    /// limit (the same rule as CreateVolume).
+    async fn check_thin_room(&self, v: &Volume, growth: u64) -> Result<(), ControllerError> {
+        let (vg, pool) = (v.id.vg(), v.lv.pool.clone().unwrap_or_default());
+        let lvs = self
+            .lvm
+            .list_vg(vg)
+            .await
+            .context(|| format!("listing logical volumes of {vg}"))?;
+        let pool_lv = lvs
+            .iter()
+            .find(|lv| lv.name == pool && lv.kind() == LvKind::ThinPool)
+            .ok_or_else(|| ControllerError::NoThinPool {
+                vg: vg.to_string(),
+                pool: pool.clone(),
+            })?;
+        let ratio = self.settings.thin_overprovision_ratio;
+        let room = thin_headroom(pool_lv, &lvs, ratio);
+        if room < growth {
+            return Err(ControllerError::NoSpace(format!(
+                "thin pool {vg}/{pool} has room for {room} more bytes of thin volumes \
+                 (overprovisioning ratio {ratio}), {growth} more needed to grow {}",
+                v.id
+            )));
+        }
+        Ok(())
+    }
+}
