@@ -70,7 +70,16 @@ impl Identity for IdentityService {
         _: Request<GetPluginCapabilitiesRequest>,
     ) -> Result<Response<GetPluginCapabilitiesResponse>, Status> {
         use plugin_capability::service::Type as Svc;
-        let mut capabilities = Vec::new();
+        use plugin_capability::volume_expansion::Type as Expansion;
+        // Volumes grow while published and in use: ControllerExpandVolume, then
+        // NodeExpandVolume on the node that has it staged.
+        let mut capabilities = vec![PluginCapability {
+            r#type: Some(plugin_capability::Type::VolumeExpansion(
+                plugin_capability::VolumeExpansion {
+                    r#type: Expansion::Online as i32,
+                },
+            )),
+        }];
         if self.controller {
             capabilities.push(PluginCapability {
                 r#type: Some(plugin_capability::Type::Service(
@@ -127,6 +136,31 @@ mod tests {
             probe(Health::Broken("vg".into())).await,
             Err(tonic::Code::FailedPrecondition)
         );
+    }
+
+    async fn capabilities(controller: bool) -> Vec<plugin_capability::Type> {
+        let s = IdentityService::new("d", Arc::new(Fixed(Health::Ready)), controller);
+        s.get_plugin_capabilities(Request::new(GetPluginCapabilitiesRequest {}))
+            .await
+            .unwrap()
+            .into_inner()
+            .capabilities
+            .into_iter()
+            .filter_map(|c| c.r#type)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn online_expansion_in_both_modes_controller_service_in_one() {
+        use plugin_capability::{service, volume_expansion, Service, Type, VolumeExpansion};
+        let online = Type::VolumeExpansion(VolumeExpansion {
+            r#type: volume_expansion::Type::Online as i32,
+        });
+        let controller = Type::Service(Service {
+            r#type: service::Type::ControllerService as i32,
+        });
+        assert_eq!(capabilities(true).await, [online, controller]);
+        assert_eq!(capabilities(false).await, [online]);
     }
 
     #[tokio::test]

@@ -50,7 +50,9 @@ fn fs_code(e: &FsError) -> Code {
     match e {
         // The disk vanished between discovery and probe: the session is going away.
         FsError::NoDevice { .. } => Code::Unavailable,
-        FsError::Probe { source, .. } | FsError::Mkfs { source, .. } => exec_code(source),
+        FsError::Probe { source, .. }
+        | FsError::Mkfs { source, .. }
+        | FsError::Grow { source, .. } => exec_code(source),
     }
 }
 
@@ -97,7 +99,11 @@ pub fn code(e: &NodeError) -> Code {
         NodeError::StagedDifferently { .. } | NodeError::PublishedDifferently { .. } => {
             Code::AlreadyExists
         }
-        NodeError::PathNotFound { .. } => Code::NotFound,
+        NodeError::PathNotFound { .. }
+        | NodeError::NotStagedHere { .. }
+        | NodeError::NotAtPath { .. } => Code::NotFound,
+        NodeError::NoDisk { .. } | NodeError::CannotGrow { .. } => Code::FailedPrecondition,
+        NodeError::NotGrown { .. } => Code::Unavailable,
         NodeError::Io { .. } => Code::Internal,
     }
 }
@@ -191,6 +197,28 @@ mod tests {
                     path: PathBuf::from("/t"),
                 },
                 Code::NotFound,
+            ),
+            (
+                NodeError::NotStagedHere {
+                    volume_id: "v".into(),
+                },
+                Code::NotFound,
+            ),
+            (
+                NodeError::NotGrown {
+                    device: "/dev/sda".into(),
+                    size: 1,
+                    required: 2,
+                    waited: Duration::from_secs(60),
+                },
+                Code::Unavailable,
+            ),
+            (
+                NodeError::CannotGrow {
+                    path: PathBuf::from("/s"),
+                    fs_type: "vfat".into(),
+                },
+                Code::FailedPrecondition,
             ),
         ];
         for (err, want) in cases {

@@ -130,6 +130,54 @@ pub enum NodeError {
         /// The volume's device.
         expected: String,
     },
+    /// NodeExpandVolume of a volume this node has not staged.
+    #[error("volume {volume_id} is not staged on this node")]
+    NotStagedHere {
+        /// The volume.
+        volume_id: String,
+    },
+    /// NodeExpandVolume at a path that does not hold the volume.
+    #[error("{path} does not hold volume {volume_id} ({found}): give its staging or publish path")]
+    NotAtPath {
+        /// The volume_path given.
+        path: PathBuf,
+        /// The volume.
+        volume_id: String,
+        /// What the path holds.
+        found: String,
+    },
+    /// The volume is staged but its disk is gone (session lost and not recovered).
+    #[error("volume {volume_id} is staged but LUN {lun} of {target} has no disk on this node: unstage and stage it again")]
+    NoDisk {
+        /// The volume.
+        volume_id: String,
+        /// Its target.
+        target: String,
+        /// Its LUN.
+        lun: u32,
+    },
+    /// After a rescan the disk is still smaller than the size asked for.
+    #[error("{device} is {size} bytes after a rescan, {required} were asked for (waited {waited:?}): ControllerExpandVolume has not grown the volume, or the target does not report the new size yet")]
+    NotGrown {
+        /// The disk.
+        device: String,
+        /// Its size.
+        size: u64,
+        /// The size asked for.
+        required: u64,
+        /// How long we waited.
+        waited: std::time::Duration,
+    },
+    /// The mounted filesystem is not one this driver can grow.
+    #[error(
+        "{path} holds a {fs_type} filesystem, which this driver cannot grow (ext4 and xfs only)"
+    )]
+    CannotGrow {
+        /// The mount point.
+        path: PathBuf,
+        /// Its filesystem type.
+        fs_type: String,
+    },
     /// A path given in the request does not exist.
     #[error("{path} does not exist")]
     PathNotFound {

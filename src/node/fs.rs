@@ -64,6 +64,16 @@ impl FsType {
         }
     }
 
+    /// The online grow of a mounted filesystem to fill its device: resize2fs takes the
+    /// device, xfs_growfs the mount point. Both do nothing when it is already full size.
+    fn grow(self, device: &str, mount_point: &str) -> Cmd {
+        match self {
+            FsType::Ext4 => Cmd::new("resize2fs").arg(device),
+            FsType::Xfs => Cmd::new("xfs_growfs").arg(mount_point),
+        }
+        .timeout(MKFS_TIMEOUT)
+    }
+
     fn mkfs(self, device: &str) -> Cmd {
         match self {
             // No reserved blocks (pods rarely run as root; they would be lost space), no
@@ -112,6 +122,17 @@ pub enum FsError {
         #[source]
         source: ExecError,
     },
+    /// resize2fs or xfs_growfs failed.
+    #[error("growing the {fs} filesystem on {device} failed")]
+    Grow {
+        /// The device node.
+        device: String,
+        /// The filesystem.
+        fs: FsType,
+        /// The tool's error.
+        #[source]
+        source: ExecError,
+    },
     /// mkfs failed.
     #[error("making an {fs} filesystem on {device} failed")]
     Mkfs {
@@ -142,7 +163,7 @@ pub fn parse_probe(text: &str) -> Content {
     }
 }
 
-/// blkid and mkfs through a runner.
+/// blkid, mkfs and the online grow through a runner.
 #[derive(Clone)]
 pub struct Filesystems {
     /// Runs the tools.
@@ -194,6 +215,26 @@ impl Filesystems {
                 source,
             })?;
         tracing::info!(device = %name, %fs, elapsed_ms = started.elapsed().as_millis() as u64, "filesystem created");
+        Ok(())
+    }
+}
+
+impl Filesystems {
+    /// Grows the `fs` filesystem on `device`, mounted at `mount_point`, to fill the device,
+    /// while it is mounted and in use.
+    pub async fn grow(&self, device: &Path, mount_point: &Path, fs: FsType) -> Result<(), FsError> {
+        let name = device.display().to_string();
+        let started = std::time::Instant::now();
+        let cmd = fs.grow(&name, &mount_point.display().to_string());
+        self.runner
+            .run(&cmd)
+            .await
+            .map_err(|source| FsError::Grow {
+                device: name.clone(),
+                fs,
+                source,
+            })?;
+        tracing::info!(device = %name, %fs, elapsed_ms = started.elapsed().as_millis() as u64, "filesystem grown");
         Ok(())
     }
 }
@@ -282,5 +323,28 @@ mod tests {
             .await
             .unwrap_err();
         assert!(crate::error::full_message(&err).contains("no space"));
+    }
+
+    #[tokio::test]
+    async fn grow_commands() {
+        let r = Arc::new(FakeRunner::new(|_| Output::ok("")));
+        let fs = Filesystems::new(r.clone());
+        let mnt = Path::new("/staging/v");
+        fs.grow(Path::new("/dev/sda"), mnt, FsType::Ext4)
+            .await
+            .unwrap();
+        fs.grow(Path::new("/dev/sdb"), mnt, FsType::Xfs)
+            .await
+            .unwrap();
+        assert_eq!(r.calls(), ["resize2fs /dev/sda", "xfs_growfs /staging/v"]);
+        let failing = Filesystems::new(Arc::new(FakeRunner::new(|_| {
+            Output::failed(1, "resize2fs: Permission denied")
+        })));
+        let err = failing
+            .grow(Path::new("/dev/sda"), mnt, FsType::Ext4)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, FsError::Grow { .. }));
+        assert!(crate::error::full_message(&err).contains("Permission denied"));
     }
 }

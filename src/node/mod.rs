@@ -6,6 +6,7 @@
 //! - publish/unpublish: bind mounts into the pod's target path (a device node bound onto a
 //!   file for raw block volumes).
 //! - stats: statvfs or device size, and the volume condition from the session state.
+//! - expand: rescan the LUN's disk, then resize2fs / xfs_growfs online (block: rescan only).
 //!
 //! Every RPC validates first ([`context`]), then takes the per-volume guard, then observes
 //! the real state (mountinfo, sysfs, iscsiadm) before acting, so a repeat or a retry after a
@@ -21,6 +22,7 @@ pub mod iscsi;
 pub mod mount;
 pub mod state;
 
+mod expand;
 mod publish;
 mod stage;
 mod startup;
@@ -233,11 +235,10 @@ impl Node for NodeService {
 
     async fn node_expand_volume(
         &self,
-        _: Request<NodeExpandVolumeRequest>,
+        request: Request<NodeExpandVolumeRequest>,
     ) -> Result<Response<NodeExpandVolumeResponse>, Status> {
-        Err(Status::unimplemented(
-            "NodeExpandVolume is not supported yet (EXPAND_VOLUME is not advertised)",
-        ))
+        let req = request.into_inner();
+        traced(&req.volume_id, self.expand(&req)).await
     }
 
     async fn node_get_capabilities(
@@ -248,6 +249,7 @@ impl Node for NodeService {
             rpc::Type::StageUnstageVolume,
             rpc::Type::GetVolumeStats,
             rpc::Type::VolumeCondition,
+            rpc::Type::ExpandVolume,
         ]
         .into_iter()
         .map(|t| NodeServiceCapability {

@@ -169,6 +169,19 @@ impl FakeSysfs {
         std::fs::read_to_string(self.sys().join("block").join(name).join("device/delete")).ok()
     }
 
+    /// Sets the size of disk `name` in bytes (what the kernel reads at a rescan).
+    pub fn set_size(&self, name: &str, bytes: u64) {
+        write(
+            &self.sys().join("block").join(name).join("size"),
+            &format!("{}\n", bytes / 512),
+        );
+    }
+
+    /// What was written to disk `name`'s `device/rescan`.
+    pub fn read_rescan(&self, name: &str) -> Option<String> {
+        std::fs::read_to_string(self.sys().join("block").join(name).join("device/rescan")).ok()
+    }
+
     /// udev's by-path link `name` to disk `disk`.
     pub fn add_by_path(&self, name: &str, disk: &str) {
         link(

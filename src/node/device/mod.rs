@@ -446,6 +446,18 @@ impl Sysfs {
             .map(|sectors| sectors * 512))
     }
 
+    /// Makes the kernel read disk `name`'s capacity again (`echo 1 >
+    /// /sys/block/NAME/device/rescan`, the SCSI device's own attribute): the write returns
+    /// once READ CAPACITY has been answered. Returns false when the disk is gone.
+    pub fn rescan(&self, name: &str) -> Result<bool, DeviceError> {
+        let path = self.sys.join("block").join(name).join("device/rescan");
+        match std::fs::write(&path, b"1") {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_err("write", &path)(e)),
+        }
+    }
+
     /// Removes SCSI disk `name` from the kernel (`echo 1 > /sys/block/NAME/device/delete`).
     /// Returns false when it was already gone.
     pub fn delete(&self, name: &str) -> Result<bool, DeviceError> {

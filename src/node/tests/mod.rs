@@ -200,7 +200,7 @@ fn tools(argv: &[String], w: &mut World, sysfs: &FakeSysfs) -> Output {
             sysfs.set_read_only(name);
             Output::ok("")
         }
-        "blockdev" => Output::ok(""),
+        "blockdev" | "resize2fs" | "xfs_growfs" => Output::ok(""),
         _ => Output::failed(127, "no such tool"),
     }
 }
@@ -402,6 +402,7 @@ fn mounted(f: &Fixture, path: &str) -> Option<super::mount::MountEntry> {
     super::mount::mount_at(&f.mounter.table(), Path::new(&f.path(path))).cloned()
 }
 
+mod expand;
 mod publish;
 mod stage;
 mod stats;

@@ -235,7 +235,8 @@ async fn capabilities_info_and_expand() {
         [
             Type::StageUnstageVolume,
             Type::GetVolumeStats,
-            Type::VolumeCondition
+            Type::VolumeCondition,
+            Type::ExpandVolume
         ]
     );
     let info = f
@@ -253,5 +254,5 @@ async fn capabilities_info_and_expand() {
         .node_expand_volume(Request::new(NodeExpandVolumeRequest::default()))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::Unimplemented);
+    assert_eq!(err.code(), Code::InvalidArgument);
 }

@@ -1,0 +1,214 @@
+//! NodeExpandVolume: after ControllerExpandVolume grew the LV (and made the target report
+//! it), the node rescans the volume's SCSI disk so the kernel reads the new capacity, waits
+//! (bounded) until the disk shows the size asked for, then grows the filesystem online while
+//! it stays mounted: `resize2fs <disk>` for ext4, `xfs_growfs <mount point>` for xfs. A raw
+//! block volume is only rescanned: the pod sees the new size of the device node at once.
+//!
+//! The volume must be staged here (its stage record names its target and LUN, NOT_FOUND
+//! otherwise), and `volume_path` must be where it is staged or published. Every step is a
+//! no-op when already done, so a repeat (or a retry after a crash half-way) is harmless.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::csi::{CapacityRange, NodeExpandVolumeRequest, NodeExpandVolumeResponse};
+
+use super::context::{self, Access};
+use super::device::BlockDevice;
+use super::error::NodeError;
+use super::fs::FsType;
+use super::state::StageRecord;
+use super::{resolve, NodeService};
+
+/// How often the disk is rescanned while it is smaller than asked.
+const RESCAN_EVERY: Duration = Duration::from_millis(500);
+
+/// What growing the volume at `volume_path` takes besides the rescan.
+#[derive(Debug, PartialEq, Eq)]
+enum Grow {
+    /// A filesystem mounted at this path.
+    Filesystem(FsType, PathBuf),
+    /// Nothing: a raw block volume.
+    Block,
+}
+
+/// `required_bytes` of the range (0 when absent), refusing negative or inverted ranges.
+fn required_bytes(range: Option<&CapacityRange>) -> Result<u64, NodeError> {
+    let Some(r) = range else { return Ok(0) };
+    let field = "capacity_range";
+    let required = u64::try_from(r.required_bytes)
+        .map_err(|_| NodeError::invalid(field, "required_bytes is negative"))?;
+    let limit = u64::try_from(r.limit_bytes)
+        .map_err(|_| NodeError::invalid(field, "limit_bytes is negative"))?;
+    if limit > 0 && limit < required {
+        return Err(NodeError::invalid(
+            field,
+            "limit_bytes is smaller than required_bytes",
+        ));
+    }
+    Ok(required)
+}
+
+impl NodeService {
+    /// NodeExpandVolume.
+    pub(super) async fn expand(
+        &self,
+        req: &NodeExpandVolumeRequest,
+    ) -> Result<NodeExpandVolumeResponse, NodeError> {
+        context::volume_id(&req.volume_id)?;
+        if req.volume_path.is_empty() {
+            return Err(NodeError::invalid("volume_path", "must not be empty"));
+        }
+        let required = required_bytes(req.capacity_range.as_ref())?;
+        let access = match &req.volume_capability {
+            Some(cap) => Some(context::capability(Some(cap))?.access),
+            None => None,
+        };
+        if !req.staging_target_path.is_empty() {
+            context::abs_path("staging_target_path", &req.staging_target_path)?;
+        }
+        let _guard = self.lock(&req.volume_id)?;
+        let record =
+            self.state
+                .load(&req.volume_id)
+                .await?
+                .ok_or_else(|| NodeError::NotStagedHere {
+                    volume_id: req.volume_id.clone(),
+                })?;
+        let path = self.existing_path(&req.volume_path).await?;
+        let disk = self.disk_of(&record)?;
+        let grow = self
+            .what_grows(&req.volume_id, &path, &disk, access)
+            .await?;
+        let size = self.rescan_until(&record, &disk, required).await?;
+        if let Grow::Filesystem(fs, mount_point) = &grow {
+            self.fs.grow(&disk.path, mount_point, *fs).await?;
+        }
+        tracing::info!(device = %disk.path.display(), size, filesystem = ?grow, "volume expanded on the node");
+        Ok(NodeExpandVolumeResponse {
+            capacity_bytes: i64::try_from(size).unwrap_or(i64::MAX),
+        })
+    }
+
+    /// `volume_path` checked and resolved; a path that does not exist (or a relative one,
+    /// where no volume can live) is NOT_FOUND.
+    async fn existing_path(&self, volume_path: &str) -> Result<PathBuf, NodeError> {
+        if !volume_path.starts_with('/') {
+            return Err(NodeError::PathNotFound {
+                path: volume_path.into(),
+            });
+        }
+        let path = context::abs_path("volume_path", volume_path)?;
+        match tokio::fs::metadata(&path).await {
+            Ok(_) => Ok(resolve(&path)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(NodeError::PathNotFound { path })
+            }
+            Err(e) => Err(NodeError::io("inspect", &path)(e)),
+        }
+    }
+
+    /// The staged volume's disk, found from its record through sysfs.
+    fn disk_of(&self, record: &StageRecord) -> Result<BlockDevice, NodeError> {
+        self.sysfs
+            .find_lun(&record.target_iqn, record.lun)?
+            .ok_or_else(|| NodeError::NoDisk {
+                volume_id: record.volume_id.clone(),
+                target: record.target_iqn.clone(),
+                lun: record.lun,
+            })
+    }
+
+    /// What `path` holds of the volume on `disk`: its device node (a published block
+    /// volume), a mount of its filesystem (staged or published), or, for a block volume,
+    /// its staging directory.
+    async fn what_grows(
+        &self,
+        volume_id: &str,
+        path: &Path,
+        disk: &BlockDevice,
+        access: Option<Access>,
+    ) -> Result<Grow, NodeError> {
+        if self.mounter.block_device(path).await? == Some(disk.dev) {
+            return Ok(Grow::Block);
+        }
+        if access == Some(Access::Block) {
+            return Ok(Grow::Block);
+        }
+        let not_here = |found: String| NodeError::NotAtPath {
+            path: path.to_path_buf(),
+            volume_id: volume_id.to_string(),
+            found,
+        };
+        match self.mount_at(path).await? {
+            Some(m) if m.dev == disk.dev => match m.fs_type.parse::<FsType>() {
+                Ok(fs) if fs.name() == m.fs_type => Ok(Grow::Filesystem(fs, path.to_path_buf())),
+                _ => Err(NodeError::CannotGrow {
+                    path: path.to_path_buf(),
+                    fs_type: m.fs_type,
+                }),
+            },
+            Some(m) => Err(not_here(format!(
+                "{} ({}) is mounted there, the volume's disk is {} ({})",
+                m.source,
+                m.dev,
+                disk.path.display(),
+                disk.dev
+            ))),
+            None => Err(not_here("nothing is mounted there".into())),
+        }
+    }
+
+    /// Rescans `disk` until it is at least `required` bytes (bounded by the device
+    /// timeout); returns its size.
+    async fn rescan_until(
+        &self,
+        record: &StageRecord,
+        disk: &BlockDevice,
+        required: u64,
+    ) -> Result<u64, NodeError> {
+        let started = Instant::now();
+        loop {
+            if !self.sysfs.rescan(&disk.name)? {
+                return Err(NodeError::NoDisk {
+                    volume_id: record.volume_id.clone(),
+                    target: record.target_iqn.clone(),
+                    lun: record.lun,
+                });
+            }
+            let size = self.sysfs.size_bytes(&disk.name)?.unwrap_or(0);
+            if size >= required {
+                tracing::debug!(device = %disk.path.display(), size, waited_ms = started.elapsed().as_millis() as u64, "disk rescanned");
+                return Ok(size);
+            }
+            if started.elapsed() >= self.config.device_timeout {
+                return Err(NodeError::NotGrown {
+                    device: disk.path.display().to_string(),
+                    size,
+                    required,
+                    waited: started.elapsed(),
+                });
+            }
+            tokio::time::sleep(RESCAN_EVERY).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capacity_ranges() {
+        let r = |required, limit| CapacityRange {
+            required_bytes: required,
+            limit_bytes: limit,
+        };
+        assert_eq!(required_bytes(None).unwrap(), 0);
+        assert_eq!(required_bytes(Some(&r(10, 0))).unwrap(), 10);
+        assert_eq!(required_bytes(Some(&r(10, 10))).unwrap(), 10);
+        for bad in [r(-1, 0), r(0, -1), r(10, 5)] {
+            assert!(required_bytes(Some(&bad)).is_err(), "{bad:?}");
+        }
+    }
+}
