@@ -6,13 +6,19 @@
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::Mutex;
 
 use crate::chap::Chap;
 use crate::exec::{Cmd, ExecError, Output, SharedRunner};
 
 /// open-iscsi exit codes this driver acts on.
 pub mod exit {
+    /// ISCSI_ERR_IDBM: the node database could not be read or written; seen when another
+    /// iscsiadm creates or deletes a record under /etc/iscsi/nodes while this one walks them.
+    pub const DATABASE: i32 = 6;
     /// ISCSI_ERR_TRANS: transport (TCP) error.
     pub const TRANSPORT: i32 = 4;
     /// ISCSI_ERR_TRANS_TIMEOUT: connection timed out (portal unreachable, or a target that
@@ -39,6 +45,12 @@ const LOGIN_RETRIES: &str = "2";
 
 /// Upper bound on one iscsiadm login (its own attempts end well before).
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Attempts of one iscsiadm call that keeps failing with exit 6 (a database race).
+const DATABASE_ATTEMPTS: u32 = 4;
+
+/// Pause before the next attempt after exit 6, times the attempts made so far.
+const DATABASE_BACKOFF: Duration = Duration::from_millis(50);
 
 /// An iSCSI portal: address (IPv6 without brackets) and TCP port.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -261,11 +273,18 @@ pub fn parse_sessions(text: &str) -> Result<Vec<Session>, IscsiError> {
     Ok(out)
 }
 
-/// iscsiadm, run through a runner (directly or in the host's namespaces).
+/// iscsiadm, run through a runner (directly or in the host's namespaces). Clones share
+/// one record lock, so one value per process serialises all of its RPCs.
 #[derive(Clone)]
 pub struct Iscsiadm {
     /// Runs iscsiadm.
     runner: SharedRunner,
+    /// Held around each call that creates, updates or deletes node records: every
+    /// `iscsiadm -m node` walks all of /etc/iscsi/nodes and fails with exit 6 when a record
+    /// appears or vanishes under it. It only orders this driver process's calls (with
+    /// `--iscsiadm-mode host` iscsiadm runs in the host through nsenter, where an admin or
+    /// another tool can still race us): exit 6 is retried for that.
+    records: Arc<Mutex<()>>,
 }
 
 fn record(target: &str, portal: &Portal) -> Cmd {
@@ -290,7 +309,38 @@ fn command_error(action: &'static str, target: &str, cmd: &Cmd, out: &Output) ->
 impl Iscsiadm {
     /// iscsiadm through `runner`.
     pub fn new(runner: SharedRunner) -> Self {
-        Iscsiadm { runner }
+        Iscsiadm {
+            runner,
+            records: Arc::new(Mutex::new(())),
+        }
+    }
+
+    /// Runs `cmd` (under the record lock when `edits_records`), again after a short pause
+    /// while it fails with exit 6, up to [`DATABASE_ATTEMPTS`] times.
+    async fn retrying(
+        &self,
+        action: &'static str,
+        target: &str,
+        cmd: &Cmd,
+        edits_records: bool,
+    ) -> Result<Output, IscsiError> {
+        let mut attempt = 1;
+        loop {
+            let out = {
+                let _records = if edits_records {
+                    Some(self.records.lock().await)
+                } else {
+                    None
+                };
+                self.output(action, target, cmd).await?
+            };
+            if out.code != exit::DATABASE || attempt >= DATABASE_ATTEMPTS {
+                return Ok(out);
+            }
+            tracing::warn!(command = %cmd.display(), attempt, stderr = out.stderr.trim(), "iSCSI node database race (exit 6); retrying");
+            tokio::time::sleep(DATABASE_BACKOFF * attempt).await;
+            attempt += 1;
+        }
     }
 
     async fn output(
@@ -309,15 +359,16 @@ impl Iscsiadm {
             })
     }
 
-    /// Runs `cmd`, accepting exit 0 and the codes in `ok`.
+    /// Runs `cmd` (see [`Self::retrying`]), accepting exit 0 and the codes in `ok`.
     async fn expect(
         &self,
         action: &'static str,
         target: &str,
         cmd: Cmd,
+        edits_records: bool,
         ok: &[i32],
     ) -> Result<Output, IscsiError> {
-        let out = self.output(action, target, &cmd).await?;
+        let out = self.retrying(action, target, &cmd, edits_records).await?;
         if out.success() || ok.contains(&out.code) {
             Ok(out)
         } else {
@@ -329,7 +380,7 @@ impl Iscsiadm {
     pub async fn sessions(&self) -> Result<Vec<Session>, IscsiError> {
         let cmd = Cmd::new("iscsiadm").args(["-m", "session"]);
         let out = self
-            .expect("list iSCSI sessions", "*", cmd, &[exit::NO_OBJECTS])
+            .expect("list iSCSI sessions", "*", cmd, false, &[exit::NO_OBJECTS])
             .await?;
         if out.code == exit::NO_OBJECTS {
             return Ok(Vec::new());
@@ -348,7 +399,7 @@ impl Iscsiadm {
     ) -> Result<(), IscsiError> {
         const ACTION: &str = "create the iSCSI node record";
         let new = record(target, portal).args(["--interface", "default", "-o", "new"]);
-        self.expect(ACTION, target, new, &[]).await?;
+        self.expect(ACTION, target, new, true, &[]).await?;
         let mut update = record(target, portal)
             .args(["-o", "update"])
             .args(["-n", "node.startup", "-v", "manual"])
@@ -369,14 +420,17 @@ impl Iscsiadm {
                 .args(["-n", "node.session.auth.password_in", "-v"])
                 .secret_arg(&c.target.password),
         };
-        self.expect(ACTION, target, update, &[]).await?;
+        self.expect(ACTION, target, update, true, &[]).await?;
         Ok(())
     }
 
     /// Logs in to `target` at `portal`; an existing session is reused, never duplicated.
+    /// Runs outside the record lock (a login takes far longer than a record edit) and is
+    /// retried after exit 6: iscsiadm logs in with the records it could read even when the
+    /// walk failed, so the repeat finds the session and answers "already present".
     pub async fn login(&self, target: &str, portal: &Portal) -> Result<Login, IscsiError> {
         let cmd = record(target, portal).arg("--login").timeout(LOGIN_TIMEOUT);
-        let out = self.output("log in", target, &cmd).await?;
+        let out = self.retrying("log in", target, &cmd, false).await?;
         match out.code {
             0 => Ok(Login::New),
             exit::SESSION_EXISTS => Ok(Login::Existing),
@@ -399,7 +453,7 @@ impl Iscsiadm {
     /// Logs out every session to `target` (and only to it); none is fine.
     pub async fn logout(&self, target: &str) -> Result<(), IscsiError> {
         let cmd = Cmd::new("iscsiadm").args(["-m", "node", "-T", target, "--logout"]);
-        self.expect("log out", target, cmd, &[exit::NO_OBJECTS])
+        self.expect("log out", target, cmd, false, &[exit::NO_OBJECTS])
             .await
             .map(drop)
     }
@@ -411,6 +465,7 @@ impl Iscsiadm {
             "delete the iSCSI node records",
             target,
             cmd,
+            true,
             &[exit::NO_OBJECTS],
         )
         .await
@@ -576,6 +631,50 @@ mod tests {
         let (_, i) = fake(|_| Output::failed(6, "iscsiadm: Could not lock the database\n"));
         assert!(i.logout("iqn.t:a").await.is_err());
         assert!(i.delete_records("iqn.t:a").await.is_err());
+    }
+
+    /// A fake whose first `races` calls fail with exit 6, as when another iscsiadm adds or
+    /// removes a record meanwhile.
+    fn racing(races: usize, then: Output) -> (Arc<FakeRunner>, Iscsiadm) {
+        let seen = std::sync::atomic::AtomicUsize::new(0);
+        fake(move |_| {
+            if seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < races {
+                Output::failed(6, "iscsiadm: encountered iSCSI database failure\n")
+            } else {
+                then.clone()
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn database_races_are_retried_a_few_times() {
+        let p: Portal = "10.0.0.5:3260".parse().unwrap();
+        let (r, i) = racing(2, Output::ok(""));
+        i.prepare("iqn.t:a", &p, None).await.unwrap();
+        assert_eq!(r.calls().len(), 4, "new three times, then update");
+        let (r, i) = racing(1, Output::failed(15, "1 already present\n"));
+        assert_eq!(i.login("iqn.t:a", &p).await.unwrap(), Login::Existing);
+        assert_eq!(r.calls().len(), 2);
+        let (r, i) = racing(usize::MAX, Output::ok(""));
+        let err = i.delete_records("iqn.t:a").await.unwrap_err();
+        assert!(err.to_string().contains("iqn.t:a"), "{err}");
+        assert_eq!(r.calls().len(), DATABASE_ATTEMPTS as usize, "bounded");
+        let (r, i) = racing(usize::MAX, Output::ok(""));
+        let err = i.login("iqn.t:a", &p).await.unwrap_err();
+        assert!(matches!(err, IscsiError::Login { code: 6, .. }), "{err}");
+        assert_eq!(r.calls().len(), DATABASE_ATTEMPTS as usize);
+    }
+
+    #[tokio::test]
+    async fn record_edits_of_all_clones_take_turns_and_logins_do_not_wait() {
+        let i = Iscsiadm::new(Arc::new(FakeRunner::new(|_| Output::ok(""))));
+        let held = i.clone().records.lock_owned().await;
+        let p: Portal = "10.0.0.5:3260".parse().unwrap();
+        i.login("iqn.t:a", &p).await.unwrap();
+        let edit = tokio::time::timeout(Duration::from_millis(50), i.delete_records("iqn.t:b"));
+        assert!(edit.await.is_err(), "an edit waits for the lock");
+        drop(held);
+        i.delete_records("iqn.t:b").await.unwrap();
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //!
 //! Stage: validate → guard → look at the staging path (already mounted with this volume's
 //! disk: done; with anything else: refuse) → write the stage record → reuse or create the
-//! session (node record with manual start-up and CHAP, login; on failure remove the records
-//! and leave nothing) → wait for the LUN's disk in sysfs → for mount volumes: blkid, mkfs only
-//! when blank, mount.
+//! session (found in sysfs; else node record with manual start-up and CHAP, login; on
+//! failure use a session the "failed" login brought up anyway, or log it out and remove the
+//! records, and forget the stage record only once no session to the target is left) → wait
+//! for the LUN's disk in sysfs → for mount volumes: blkid, mkfs only when blank, mount.
 //!
 //! Unstage: validate → guard → refuse while the disk is still mounted elsewhere (a pod's
 //! bind mount) → unmount the staging path → flush and delete the disk → log out of that
@@ -27,7 +28,7 @@ use super::error::NodeError;
 use super::fs::{Content, FsType};
 use super::iscsi::{Login, Portal};
 use super::mount::{MountEntry, MountOptions};
-use super::state::StageRecord;
+use super::state::{StageRecord, StateError};
 use super::{resolve, NodeService};
 
 impl NodeService {
@@ -62,7 +63,13 @@ impl NodeService {
         let portal = match self.ensure_session(&target, chap.as_ref()).await {
             Ok(p) => p,
             Err(e) => {
-                self.state.remove(&req.volume_id).await?;
+                // Never forget a target that still has a session: unstage logs it out.
+                match self.sysfs.sessions_of(&target.iqn) {
+                    Ok(left) if left.is_empty() => self.state.remove(&req.volume_id).await?,
+                    _ => {
+                        tracing::warn!(target = %target.iqn, "a session to the target may be left after the failed login; keeping the stage record for NodeUnstageVolume")
+                    }
+                }
                 return Err(e);
             }
         };
@@ -166,21 +173,18 @@ impl NodeService {
     }
 
     /// Reuses a session to the target, or logs in through the first portal that accepts.
-    /// When no login succeeds, the node records made here are deleted again.
+    /// A login that reports a failure may have logged in anyway (iscsiadm logs in with the
+    /// records it could read even when its walk of the database failed): a session that is
+    /// up through one of the target's portals is then used. Otherwise any session to the
+    /// target is logged out and the node records made here are deleted again.
     async fn ensure_session(
         &self,
         target: &TargetInfo,
         chap: Option<&Chap>,
     ) -> Result<Portal, NodeError> {
-        if let Some(s) = self
-            .iscsi
-            .sessions()
-            .await?
-            .into_iter()
-            .find(|s| s.target == target.iqn)
-        {
-            tracing::info!(sid = s.sid, portal = %s.portal, "reusing the existing session");
-            return Ok(s.portal);
+        if let Some((sid, portal)) = self.find_session(&target.iqn, None)? {
+            tracing::info!(sid, %portal, "reusing the existing session");
+            return Ok(portal);
         }
         let mut first_error = None;
         for portal in &target.portals {
@@ -199,12 +203,50 @@ impl NodeService {
                 }
             }
         }
-        if let Err(e) = self.iscsi.delete_records(&target.iqn).await {
-            tracing::warn!(error = %crate::error::full_message(&e), "cannot delete the node records after the failed login");
+        if let Some((sid, portal)) = self.find_session(&target.iqn, Some(&target.portals))? {
+            tracing::warn!(sid, %portal, "the login reported a failure, but its session is up: using it");
+            return Ok(portal);
+        }
+        if let Err(e) = self.clean_up_login(&target.iqn).await {
+            tracing::warn!(error = %crate::error::full_message(&e), "cannot clean up after the failed login");
         }
         Err(first_error
             .map(NodeError::from)
             .unwrap_or_else(|| NodeError::invalid("publish_context", "no portals")))
+    }
+
+    /// A session to `iqn` (from sysfs, with the portal it is connected to); with
+    /// `up_through`, only a logged-in one through one of those portals.
+    fn find_session(
+        &self,
+        iqn: &str,
+        up_through: Option<&[Portal]>,
+    ) -> Result<Option<(u32, Portal)>, NodeError> {
+        for s in self.sysfs.sessions_of(iqn)? {
+            let Some(portal) = self.sysfs.session_portal(s.sid)? else {
+                continue;
+            };
+            let fits = up_through.is_none_or(|portals| {
+                s.state == device::LOGGED_IN && portals.iter().any(|p| p.same(&portal))
+            });
+            if fits {
+                return Ok(Some((s.sid, portal)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Logs out of whatever session a failed login left to `iqn`, and deletes its records.
+    async fn clean_up_login(&self, iqn: &str) -> Result<(), NodeError> {
+        if !self.sysfs.sessions_of(iqn)?.is_empty() {
+            self.iscsi.logout(iqn).await?;
+            tracing::info!(
+                target = iqn,
+                "logged out of the session the failed login left"
+            );
+        }
+        self.iscsi.delete_records(iqn).await?;
+        Ok(())
     }
 
     /// blkid, mkfs only when blank, mount.
@@ -268,7 +310,14 @@ impl NodeService {
         let _guard = self.lock(&req.volume_id)?;
         let staging = resolve(&staging);
 
-        let record = self.state.load(&req.volume_id).await?;
+        let record = match self.state.load(&req.volume_id).await {
+            // Unreadable: the staged disk still leads to the session, and the file goes.
+            Err(e @ StateError::Corrupt { .. }) => {
+                tracing::warn!(error = %e, "ignoring the unreadable stage record");
+                None
+            }
+            other => other?,
+        };
         let mounts = self.mounter.mounts().await?;
         let staged = super::mount::mount_at(&mounts, &staging).cloned();
         // The target: from the record, else from the staged disk's session.

@@ -212,6 +212,19 @@ fn list(dir: &Path) -> Result<Vec<String>, DeviceError> {
     Ok(names)
 }
 
+/// The portal of an iSCSI connection from its sysfs `persistent_address` and
+/// `persistent_port` (the portal the session was logged in through, which udev's by-path
+/// links name too; IPv6 without brackets).
+pub fn connection_portal(address: &str, port: &str) -> Option<Portal> {
+    let (address, port) = (address.trim(), port.trim());
+    let portal = if address.contains(':') {
+        format!("[{address}]:{port}")
+    } else {
+        format!("{address}:{port}")
+    };
+    portal.parse().ok()
+}
+
 /// The LUN of a SCSI device directory name `H:C:T:L`.
 fn lun_of(name: &str) -> Option<u32> {
     let parts: Vec<&str> = name.split(':').collect();
@@ -264,6 +277,25 @@ impl Sysfs {
         };
         let state = read_attr(&dir.join("state"))?.unwrap_or_default();
         Ok(Some(SysSession { sid, target, state }))
+    }
+
+    /// The portal session `sid` is connected to, from its first connection
+    /// (`sessionN/device/connectionN:C/iscsi_connection/connectionN:C/persistent_address`
+    /// and `persistent_port`); `None` when the session or its connection is gone.
+    pub fn session_portal(&self, sid: u32) -> Result<Option<Portal>, DeviceError> {
+        let dev_dir = self.session_dir(sid).join("device");
+        for conn in list(&dev_dir)?
+            .iter()
+            .filter(|n| n.starts_with("connection"))
+        {
+            let attrs = dev_dir.join(conn).join("iscsi_connection").join(conn);
+            let address = read_attr(&attrs.join("persistent_address"))?;
+            let port = read_attr(&attrs.join("persistent_port"))?;
+            if let (Some(address), Some(port)) = (address, port) {
+                return Ok(connection_portal(&address, &port));
+            }
+        }
+        Ok(None)
     }
 
     /// How many iSCSI sessions this host has (for the metrics gauge; 0 when unreadable).

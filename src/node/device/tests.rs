@@ -147,3 +147,38 @@ fn by_path_link_must_agree_with_sysfs() {
     let err = s.check_by_path(&portal(), "iqn.x:a", 1, &sdb).unwrap_err();
     assert!(matches!(err, DeviceError::Mismatch { .. }), "{err}");
 }
+
+#[test]
+fn connection_portals_from_sysfs_attributes() {
+    // persistent_address and persistent_port as the lab's open-iscsi session shows them.
+    let p = connection_portal("127.0.0.1\n", "3260\n").unwrap();
+    assert_eq!(p.to_string(), "127.0.0.1:3260");
+    let v6 = connection_portal("fd00::5", "3261").unwrap();
+    assert_eq!((v6.host.as_str(), v6.port), ("fd00::5", 3261));
+    assert!(v6.same(&"[fd00:0::5]:3261".parse().unwrap()));
+    for (address, port) in [
+        ("", "3260"),
+        ("127.0.0.1", ""),
+        ("127.0.0.1", "x"),
+        ("a b", "1"),
+    ] {
+        assert!(
+            connection_portal(address, port).is_none(),
+            "{address}:{port}"
+        );
+    }
+}
+
+#[test]
+fn a_session_names_the_portal_it_is_connected_to() {
+    let fs = FakeSysfs::new();
+    let v6: Portal = "[fd00::5]:3260".parse().unwrap();
+    fs.add_session(3, "iqn.x:a", &portal(), &[]);
+    fs.add_session(5, "iqn.x:b", &v6, &[]);
+    let s = fs.sysfs();
+    assert_eq!(s.session_portal(3).unwrap(), Some(portal()));
+    assert_eq!(s.session_portal(5).unwrap(), Some(v6));
+    assert_eq!(s.session_portal(4).unwrap(), None);
+    fs.remove_session(3);
+    assert_eq!(s.session_portal(3).unwrap(), None);
+}

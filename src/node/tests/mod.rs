@@ -4,9 +4,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use tonic::{Code, Request};
 
 use super::context::{CTX_AUTH_METHOD, CTX_LUN, CTX_PORTALS, CTX_TARGET_IQN};
@@ -20,7 +22,7 @@ use crate::csi::node_server::Node;
 use crate::csi::volume_capability::access_mode::Mode;
 use crate::csi::volume_capability::{AccessMode, AccessType, BlockVolume, MountVolume};
 use crate::csi::*;
-use crate::exec::{FakeRunner, Output};
+use crate::exec::{Cmd, ExecError, FakeRunner, Output, Runner};
 
 pub const NODE_IQN: &str = "iqn.2004-10.com.debian:node1";
 const KEY: &str = "0123456789abcdef0123456789abcdef";
@@ -67,11 +69,40 @@ struct World {
     dead_portals: Vec<String>,
     /// Filesystem on each disk node (absent: blank); `dos` stands for a partition table.
     content: HashMap<PathBuf, String>,
+    /// Logins to come that fail with exit 6 (a database race), each after bringing the
+    /// session up in the given state when it names one (iscsiadm logs in anyway).
+    racing_logins: Vec<Option<&'static str>>,
+    /// Logouts fail (exit 1).
+    logout_fails: bool,
+}
+
+/// iscsiadm as the node service sees it: the fake, with each node record edit (`-o`)
+/// taking a moment, and the most edits seen running at once.
+struct Timed {
+    fake: Arc<FakeRunner>,
+    editing: AtomicUsize,
+    most_editing: AtomicUsize,
+}
+
+#[async_trait]
+impl Runner for Timed {
+    async fn output(&self, cmd: &Cmd) -> Result<Output, ExecError> {
+        if !cmd.argv().iter().any(|a| a == "-o") {
+            return self.fake.output(cmd).await;
+        }
+        let now = self.editing.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_editing.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let out = self.fake.output(cmd).await;
+        self.editing.fetch_sub(1, Ordering::SeqCst);
+        out
+    }
 }
 
 struct Fixture {
     svc: NodeService,
     iscsi: Arc<FakeRunner>,
+    timed: Arc<Timed>,
     tools: Arc<FakeRunner>,
     mounter: Arc<FakeMounter>,
     sysfs: FakeSysfs,
@@ -84,6 +115,21 @@ fn arg_after<'a>(argv: &'a [String], flag: &str) -> Option<&'a str> {
         .position(|a| a == flag)
         .and_then(|i| argv.get(i + 1))
         .map(String::as_str)
+}
+
+/// A new session to `t` through `p` with the target's disks; returns its id.
+fn log_in(w: &mut World, t: &str, p: &str, sysfs: &FakeSysfs, mounter: &FakeMounter) -> u32 {
+    w.next_sid += 1;
+    let sid = w.next_sid;
+    w.sessions.push((sid, t.to_string(), p.to_string()));
+    let luns = w.exports.get(t).cloned().unwrap_or_default();
+    let luns: Vec<(u32, &str, DevNum)> =
+        luns.iter().map(|(l, d, n)| (*l, d.as_str(), *n)).collect();
+    sysfs.add_session(sid, t, &p.parse::<Portal>().unwrap(), &luns);
+    for (_, disk, num) in &luns {
+        mounter.add_device(sysfs.dev_path(disk), *num);
+    }
+    sid
 }
 
 fn iscsiadm(argv: &[String], w: &mut World, sysfs: &FakeSysfs, mounter: &FakeMounter) -> Output {
@@ -119,6 +165,15 @@ fn iscsiadm(argv: &[String], w: &mut World, sysfs: &FakeSysfs, mounter: &FakeMou
             let Some(rec) = w.records.get(&(t.clone(), p.clone())) else {
                 return Output::failed(21, "iscsiadm: No records found\n");
             };
+            if !w.racing_logins.is_empty() {
+                if let Some(state) = w.racing_logins.remove(0) {
+                    if !w.sessions.iter().any(|(_, st, _)| *st == t) {
+                        let sid = log_in(w, &t, &p, sysfs, mounter);
+                        sysfs.set_session_state(sid, state);
+                    }
+                }
+                return Output::failed(6, "iscsiadm: encountered iSCSI database failure\n");
+            }
             if w.sessions.iter().any(|(_, st, sp)| *st == t && *sp == p) {
                 return Output::failed(
                     15,
@@ -138,17 +193,11 @@ fn iscsiadm(argv: &[String], w: &mut World, sysfs: &FakeSysfs, mounter: &FakeMou
                     return Output::failed(24, "iscsiadm: initiator reported error (24 - iSCSI login failed due to authorization failure)\n");
                 }
             }
-            w.next_sid += 1;
-            let sid = w.next_sid;
-            w.sessions.push((sid, t.clone(), p.clone()));
-            let luns = w.exports.get(&t).cloned().unwrap_or_default();
-            let luns: Vec<(u32, &str, DevNum)> =
-                luns.iter().map(|(l, d, n)| (*l, d.as_str(), *n)).collect();
-            sysfs.add_session(sid, &t, &p.parse::<Portal>().unwrap(), &luns);
-            for (_, disk, num) in &luns {
-                mounter.add_device(sysfs.dev_path(disk), *num);
-            }
+            log_in(w, &t, &p, sysfs, mounter);
             Output::ok("Login successful.\n")
+        }
+        (Some("node"), Some(_), None) if has("--logout") && w.logout_fails => {
+            Output::failed(1, "iscsiadm: logout failed\n")
         }
         (Some("node"), Some(t), None) if has("--logout") => {
             let gone: Vec<u32> = w
@@ -226,6 +275,11 @@ impl Fixture {
                 tools(argv, &mut w.lock().unwrap(), &s)
             }))
         };
+        let timed = Arc::new(Timed {
+            fake: iscsi.clone(),
+            editing: AtomicUsize::new(0),
+            most_editing: AtomicUsize::new(0),
+        });
         let dir = tempfile::tempdir().unwrap();
         let svc = NodeService::new(
             NodeConfig {
@@ -235,7 +289,7 @@ impl Fixture {
                 device_timeout,
             },
             NodeDeps {
-                iscsiadm: Iscsiadm::new(iscsi.clone()),
+                iscsiadm: Iscsiadm::new(timed.clone()),
                 tools: tools.clone(),
                 mounter: mounter.clone(),
                 sysfs: sysfs.sysfs(),
@@ -245,6 +299,7 @@ impl Fixture {
         let f = Fixture {
             svc,
             iscsi,
+            timed,
             tools,
             mounter,
             sysfs,

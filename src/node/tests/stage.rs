@@ -1,6 +1,9 @@
 //! NodeStageVolume / NodeUnstageVolume.
 
+use std::sync::atomic::Ordering;
+
 use super::*;
+use crate::node::device::LOGGED_IN;
 use crate::node::mount::Mounter;
 use nix::errno::Errno;
 use nix::mount::MsFlags;
@@ -11,19 +14,20 @@ async fn stage_logs_in_formats_a_blank_device_and_mounts() {
     f.stage(f.stage_req(&A, "", Mode::SingleNodeWriter))
         .await
         .unwrap();
+    // No `iscsiadm -m session`: sysfs says whether a session exists.
     let calls = f.iscsi.calls();
-    assert_eq!(calls[0], "iscsiadm -m session");
-    assert!(calls[1].ends_with(&format!(
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    assert!(calls[0].ends_with(&format!(
         "-T {} -p {PORTAL} --interface default -o new",
         A.iqn
     )));
     assert!(
-        calls[2].contains("-n node.startup -v manual"),
+        calls[1].contains("-n node.startup -v manual"),
         "{}",
-        calls[2]
+        calls[1]
     );
-    assert!(calls[2].contains("-n node.session.auth.authmethod -v CHAP"));
-    assert!(calls[3].ends_with("--login"));
+    assert!(calls[1].contains("-n node.session.auth.authmethod -v CHAP"));
+    assert!(calls[2].ends_with("--login"));
     assert_eq!(f.sessions(), [A.iqn]);
     let disk = f.disk(&A).display().to_string();
     assert_eq!(
@@ -158,7 +162,11 @@ async fn after_a_crash_between_login_and_mount_stage_completes() {
     f.stage(f.stage_req(&A, "", Mode::SingleNodeWriter))
         .await
         .unwrap();
-    assert_eq!(f.iscsi.calls(), ["iscsiadm -m session"], "session reused");
+    assert!(
+        f.iscsi.calls().is_empty(),
+        "session found in sysfs and reused: {:?}",
+        f.iscsi.calls()
+    );
     assert_eq!(f.tools.calls().len(), 1, "formatted before: blkid only");
     assert!(mounted(&f, "staging/sda").is_some());
 }
@@ -446,4 +454,114 @@ async fn one_operation_per_volume() {
     f.stage(f.stage_req(&B, "", Mode::SingleNodeWriter))
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_stages_and_unstages_never_edit_node_records_at_once() {
+    let f = Fixture::new();
+    let (a, b) = tokio::join!(
+        f.stage(f.stage_req(&A, "", Mode::SingleNodeWriter)),
+        f.stage(f.stage_req(&B, "", Mode::SingleNodeWriter))
+    );
+    assert_eq!((a, b), (Ok(()), Ok(())));
+    let (a, b) = tokio::join!(f.unstage(&A), f.unstage(&B));
+    assert_eq!((a, b), (Ok(()), Ok(())));
+    assert!(f.sessions().is_empty() && f.records() == 0);
+    let edits = f
+        .iscsi
+        .calls()
+        .iter()
+        .filter(|c| c.contains(" -o "))
+        .count();
+    assert_eq!(edits, 6, "new, update and delete for each");
+    assert_eq!(f.timed.most_editing.load(Ordering::SeqCst), 1);
+}
+
+fn logins(f: &Fixture) -> usize {
+    f.iscsi
+        .calls()
+        .iter()
+        .filter(|c| c.ends_with("--login"))
+        .count()
+}
+
+#[tokio::test]
+async fn a_login_that_raced_but_came_up_is_retried_and_reused() {
+    let f = Fixture::new();
+    f.world.lock().unwrap().racing_logins = vec![Some(LOGGED_IN)];
+    f.stage(f.stage_req(&A, "", Mode::SingleNodeWriter))
+        .await
+        .unwrap();
+    assert_eq!(logins(&f), 2, "exit 6, then exit 15 (already present)");
+    assert_eq!(f.sessions(), [A.iqn]);
+    assert!(mounted(&f, "staging/sda").is_some());
+}
+
+#[tokio::test]
+async fn a_login_failing_every_attempt_uses_the_session_it_brought_up() {
+    let f = Fixture::new();
+    f.world.lock().unwrap().racing_logins = vec![Some(LOGGED_IN), None, None, None];
+    f.stage(f.stage_req(&A, "", Mode::SingleNodeWriter))
+        .await
+        .unwrap();
+    assert_eq!(logins(&f), 4, "retried until the attempts ran out");
+    assert_eq!(f.sessions(), [A.iqn]);
+    assert!(mounted(&f, "staging/sda").is_some());
+    assert!(!f.iscsi.calls().iter().any(|c| c.contains("--logout")));
+}
+
+#[tokio::test]
+async fn a_failed_login_that_left_a_broken_session_logs_it_out() {
+    let f = Fixture::new();
+    f.world.lock().unwrap().racing_logins = vec![Some("FAILED"), None, None, None];
+    assert_eq!(
+        f.stage(f.stage_req(&A, "", Mode::SingleNodeWriter)).await,
+        Err(Code::Internal)
+    );
+    assert!(f.sessions().is_empty(), "logged out");
+    assert_eq!(f.records(), 0, "node record deleted");
+    assert!(StateDir::new(f.dir.path().join("state"))
+        .load(A.id)
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test]
+async fn the_stage_record_stays_while_a_failed_login_left_a_session() {
+    let f = Fixture::new();
+    {
+        let mut w = f.world.lock().unwrap();
+        w.racing_logins = vec![Some("FAILED"), None, None, None];
+        w.logout_fails = true;
+    }
+    assert_eq!(
+        f.stage(f.stage_req(&A, "", Mode::SingleNodeWriter)).await,
+        Err(Code::Internal)
+    );
+    assert_eq!(f.sessions(), [A.iqn]);
+    let state = StateDir::new(f.dir.path().join("state"));
+    assert!(state.load(A.id).await.unwrap().is_some(), "record kept");
+    f.world.lock().unwrap().logout_fails = false;
+    f.unstage(&A).await.unwrap();
+    assert!(f.sessions().is_empty() && f.records() == 0);
+    assert!(state.load(A.id).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn unstage_with_an_unreadable_record_still_logs_out() {
+    let f = Fixture::new();
+    f.stage(f.stage_req(&A, "", Mode::SingleNodeWriter))
+        .await
+        .unwrap();
+    let file = std::fs::read_dir(f.dir.path().join("state"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::write(&file, "{\"volumeId\":").unwrap();
+    f.unstage(&A).await.unwrap();
+    assert!(f.sessions().is_empty() && f.records() == 0);
+    assert!(!file.exists());
 }
