@@ -1,4 +1,5 @@
-//! CreateVolume and DeleteVolume: an LV per volume, found again by its name tag.
+//! CreateVolume and DeleteVolume: an LV per volume, named after its CSI name (which its name
+//! tag records), found again by that LV name.
 
 use crate::csi::{self, CreateVolumeRequest, DeleteVolumeRequest};
 use crate::lvm::tags::{fs_type_tag, name_tag};
@@ -7,7 +8,7 @@ use crate::lvm::{Lv, LvKind, LvmError, NewLv};
 use super::capability;
 use super::capacity::{thin_headroom, SizeRequest};
 use super::error::Context;
-use super::params::Params;
+use super::params::{self, Params};
 use super::volume_id::{lv_name_for, IdError, VolumeId, MAX_ID_LEN};
 use super::{ControllerError, Core, Volume};
 
@@ -104,56 +105,59 @@ pub(crate) fn parse_known(id: &str) -> Result<Option<VolumeId>, ControllerError>
     }
 }
 
+/// What the requested VG has room for, read before `lvcreate`.
+enum Room {
+    /// An LV with the volume's LV name is there already.
+    Taken(Lv),
+    /// The VG's extent size and the bytes a new volume may take.
+    Free {
+        /// Every LV size is a multiple of it.
+        extent_size: u64,
+        /// The VG's free bytes (thick) or the thin pool's headroom (thin).
+        available: u64,
+        /// What `available` is, for the RESOURCE_EXHAUSTED message.
+        what: String,
+        /// Whether the read listed the VG's LVs (so the volume is known not to exist yet).
+        listed: bool,
+    },
+}
+
 impl Core {
     /// Creates the volume of `plan`, or returns the existing one with that name when it is
-    /// compatible. Nothing is left behind when a step after `lvcreate` fails.
+    /// compatible. Nothing is left behind when `lvcreate` fails.
+    ///
+    /// Two LVM commands on the common path: one read of the room in the VG (`lvs` of the VG
+    /// for a thin volume, since the overprovisioning check sums the pool's thin volumes;
+    /// `vgs` for a thick one), then `lvcreate`, whose success is the answer: the LV is what
+    /// was asked, at the size rounded here to the extent size. The volume is found again by
+    /// its LV name, derived from the CSI name, in the requested VG: a thin one in that
+    /// listing, a thick one when `lvcreate` says the name exists (one more `lvs` then).
     pub(crate) async fn create_volume(
         &self,
         plan: &CreatePlan,
     ) -> Result<csi::Volume, ControllerError> {
-        let lvs = self
-            .lvm
-            .list()
-            .await
-            .context(|| "listing logical volumes".to_string())?;
-        let existing = lvs
-            .iter()
-            .cloned()
-            .filter_map(Volume::from_lv)
-            .find(|v| v.name() == plan.name);
-        if let Some(v) = existing {
-            return match incompatibility(&v, plan) {
-                None => Ok(v.to_csi()),
-                Some(detail) => Err(ControllerError::NameConflict {
-                    name: plan.name.clone(),
-                    id: v.id.to_string(),
-                    detail,
-                }),
-            };
-        }
         let vg_name = &plan.params.volume_group;
-        let vg = self
-            .lvm
-            .vg(vg_name)
-            .await
-            .context(|| format!("reading volume group {vg_name}"))?
-            .ok_or_else(|| ControllerError::NoVolumeGroup {
-                vg: vg_name.clone(),
-            })?;
-        let size = plan
-            .size
-            .size(self.settings.default_volume_size, vg.extent_size)?;
         let id = VolumeId::new(vg_name, &plan.lv_name)?;
-        self.check_space(plan, &lvs, vg.free, size)?;
-        if lvs
-            .iter()
-            .any(|lv| lv.vg == *vg_name && lv.name == plan.lv_name)
-        {
-            return Err(ControllerError::LvNameTaken {
-                id: id.to_string(),
-                name: plan.name.clone(),
-            });
-        }
+        let size = match self.room(plan).await? {
+            Room::Taken(lv) => return existing(lv, &id, plan),
+            Room::Free {
+                extent_size,
+                available,
+                what,
+                listed,
+            } => match fit(
+                plan,
+                self.settings.default_volume_size,
+                extent_size,
+                available,
+                &what,
+            ) {
+                Ok(size) => size,
+                Err(refusal) if listed => return Err(refusal),
+                // A repeat of a create that worked must not be refused for lack of room.
+                Err(refusal) => return self.refused_unless_existing(&id, plan, refusal).await,
+            },
+        };
         let mut tags = vec![name_tag(&plan.name)?];
         if let Some(fs) = &plan.params.fs_type {
             tags.push(fs_type_tag(fs)?);
@@ -166,71 +170,94 @@ impl Core {
             tags,
         };
         tracing::info!(volume_id = %id, size, thin_pool = ?new.thin_pool, "creating logical volume");
-        if let Err(e) = self.lvm.create(&new).await {
-            // A refusal left nothing behind; a killed or unreadable run may have.
-            if matches!(e, LvmError::Command(_) | LvmError::Parse { .. }) {
-                self.roll_back(&id, &plan.name).await;
-            }
-            return Err(e).context(|| format!("creating logical volume {id}"));
-        }
-        match self.created(&id, plan).await {
-            Ok(v) => Ok(v.to_csi()),
+        match self.lvm.create(&new).await {
+            Ok(()) => Ok(created(&id, size, plan)),
+            Err(LvmError::AlreadyExists { .. }) => match self
+                .lvm
+                .get(id.vg(), id.lv())
+                .await
+                .context(|| format!("reading logical volume {id}"))?
+            {
+                Some(lv) => existing(lv, &id, plan),
+                // Removed since lvcreate saw it: a DeleteVolume of it is running.
+                None => Err(ControllerError::Busy(id.to_string())),
+            },
             Err(e) => {
-                self.roll_back(&id, &plan.name).await;
-                Err(e)
-            }
-        }
-    }
-
-    /// Refuses what the VG or the thin pool cannot hold (lvcreate would fail later anyway;
-    /// checking first gives a clear message and spares a failed command).
-    fn check_space(
-        &self,
-        plan: &CreatePlan,
-        lvs: &[Lv],
-        vg_free: u64,
-        size: u64,
-    ) -> Result<(), ControllerError> {
-        let vg = &plan.params.volume_group;
-        match &plan.params.thin_pool {
-            None if vg_free < size => Err(ControllerError::NoSpace(format!(
-                "volume group {vg} has {vg_free} bytes free, {size} needed"
-            ))),
-            None => Ok(()),
-            Some(pool) => {
-                let pool_lv = lvs
-                    .iter()
-                    .find(|lv| lv.vg == *vg && lv.name == *pool && lv.kind() == LvKind::ThinPool)
-                    .ok_or_else(|| ControllerError::NoThinPool {
-                        vg: vg.clone(),
-                        pool: pool.clone(),
-                    })?;
-                let room = thin_headroom(pool_lv, lvs, self.settings.thin_overprovision_ratio);
-                if room < size {
-                    return Err(ControllerError::NoSpace(format!(
-                        "thin pool {vg}/{pool} has room for {room} more bytes of thin volumes \
-                         (overprovisioning ratio {}), {size} needed",
-                        self.settings.thin_overprovision_ratio
-                    )));
+                // A refusal left nothing behind; a killed or unreadable run may have.
+                if matches!(e, LvmError::Command(_) | LvmError::Parse { .. }) {
+                    self.roll_back(&id, &plan.name).await;
                 }
-                Ok(())
+                Err(e).context(|| format!("creating logical volume {id}"))
             }
         }
     }
 
-    /// Reads the new LV back and checks it is what was asked.
-    async fn created(&self, id: &VolumeId, plan: &CreatePlan) -> Result<Volume, ControllerError> {
-        let v = self
-            .volume(id)
-            .await?
-            .ok_or_else(|| ControllerError::VolumeNotFound { id: id.to_string() })?;
-        match incompatibility(&v, plan) {
-            None => Ok(v),
-            Some(detail) => Err(ControllerError::NameConflict {
-                name: plan.name.clone(),
-                id: id.to_string(),
-                detail: format!("the new logical volume does not match the request: {detail}"),
-            }),
+    /// Reads what the VG of `plan` has room for, in one command.
+    async fn room(&self, plan: &CreatePlan) -> Result<Room, ControllerError> {
+        let vg = &plan.params.volume_group;
+        let no_vg = || ControllerError::NoVolumeGroup { vg: vg.clone() };
+        let Some(pool) = &plan.params.thin_pool else {
+            let found = self
+                .lvm
+                .vg(vg)
+                .await
+                .context(|| format!("reading volume group {vg}"))?
+                .ok_or_else(no_vg)?;
+            return Ok(Room::Free {
+                extent_size: found.extent_size,
+                available: found.free,
+                what: format!("volume group {vg} has {} bytes free", found.free),
+                listed: false,
+            });
+        };
+        let listing = self
+            .lvm
+            .list_vg_space(vg)
+            .await
+            .context(|| format!("listing the logical volumes of {vg}"))?
+            .ok_or_else(no_vg)?;
+        if let Some(lv) = listing.lvs.iter().find(|lv| lv.name == plan.lv_name) {
+            return Ok(Room::Taken(lv.clone()));
+        }
+        let no_pool = || ControllerError::NoThinPool {
+            vg: vg.clone(),
+            pool: pool.clone(),
+        };
+        let pool_lv = listing
+            .lvs
+            .iter()
+            .find(|lv| lv.name == *pool && lv.kind() == LvKind::ThinPool)
+            .ok_or_else(no_pool)?;
+        // Every row carries the VG's space, and the pool is a row.
+        let space = listing.space.ok_or_else(no_pool)?;
+        let ratio = self.settings.thin_overprovision_ratio;
+        let available = thin_headroom(pool_lv, &listing.lvs, ratio);
+        Ok(Room::Free {
+            extent_size: space.extent_size,
+            available,
+            what: format!(
+                "thin pool {vg}/{pool} has room for {available} more bytes of thin volumes \
+                 (overprovisioning ratio {ratio})"
+            ),
+            listed: true,
+        })
+    }
+
+    /// `refusal`, unless the volume exists already (then the answer for it).
+    async fn refused_unless_existing(
+        &self,
+        id: &VolumeId,
+        plan: &CreatePlan,
+        refusal: ControllerError,
+    ) -> Result<csi::Volume, ControllerError> {
+        match self
+            .lvm
+            .get(id.vg(), id.lv())
+            .await
+            .context(|| format!("reading logical volume {id}"))?
+        {
+            Some(lv) => existing(lv, id, plan),
+            None => Err(refusal),
         }
     }
 
@@ -283,6 +310,51 @@ impl Core {
             }
             Err(e) => Err(e).context(|| format!("removing logical volume {id}")),
         }
+    }
+}
+
+/// The size of the new volume, if `available` bytes hold it.
+fn fit(
+    plan: &CreatePlan,
+    default_size: u64,
+    extent_size: u64,
+    available: u64,
+    what: &str,
+) -> Result<u64, ControllerError> {
+    let size = plan.size.size(default_size, extent_size)?;
+    if available < size {
+        return Err(ControllerError::NoSpace(format!("{what}, {size} needed")));
+    }
+    Ok(size)
+}
+
+/// The answer for `lv`, found where the volume of `plan` would be: that volume when it is
+/// ours with this name and compatible, else ALREADY_EXISTS (never someone else's LV).
+fn existing(lv: Lv, id: &VolumeId, plan: &CreatePlan) -> Result<csi::Volume, ControllerError> {
+    match Volume::from_lv(lv) {
+        Some(v) if v.name() == plan.name => match incompatibility(&v, plan) {
+            None => Ok(v.to_csi()),
+            Some(detail) => Err(ControllerError::NameConflict {
+                name: plan.name.clone(),
+                id: id.to_string(),
+                detail,
+            }),
+        },
+        _ => Err(ControllerError::LvNameTaken {
+            id: id.to_string(),
+            name: plan.name.clone(),
+        }),
+    }
+}
+
+/// The answer for a volume `lvcreate` has just made as `plan` asked, `size` bytes.
+fn created(id: &VolumeId, size: u64, plan: &CreatePlan) -> csi::Volume {
+    csi::Volume {
+        capacity_bytes: i64::try_from(size).unwrap_or(i64::MAX),
+        volume_id: id.to_string(),
+        volume_context: params::volume_context(plan.params.fs_type.as_deref()),
+        content_source: None,
+        accessible_topology: Vec::new(),
     }
 }
 

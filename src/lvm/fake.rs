@@ -211,7 +211,7 @@ impl State {
     fn lvs(&self, selection: &[String]) -> Output {
         let mut rows = Vec::new();
         if selection.is_empty() {
-            rows.extend(self.lvs.iter().map(lv_row));
+            rows.extend(self.lvs.iter().map(|l| self.lv_row(l)));
         }
         for sel in selection {
             let (vg, lv) = sel.split_once('/').unwrap_or((sel, ""));
@@ -226,9 +226,27 @@ impl State {
             if found.is_empty() && !lv.is_empty() {
                 return lv_not_found(sel);
             }
-            rows.extend(found.into_iter().map(lv_row));
+            rows.extend(found.into_iter().map(|l| self.lv_row(l)));
         }
         Output::ok(json!({"report": [{"lv": rows}]}).to_string())
+    }
+
+    /// A report row of `l` with every column the driver ever asks for (the parser ignores
+    /// columns it was not asked for).
+    fn lv_row(&self, l: &FakeLv) -> serde_json::Value {
+        // Thin pools and thin volumes report how full they are; nothing is ever written here.
+        let data_percent = if l.attr.starts_with(['t', 'V']) {
+            "0.00"
+        } else {
+            ""
+        };
+        let extent = self.vgs.iter().find(|v| v.0 == l.vg).map_or(0, |v| v.2);
+        json!({
+            "vg_name": l.vg, "lv_name": l.name, "lv_size": l.size.to_string(), "lv_attr": l.attr,
+            "lv_tags": l.tags.join(","), "pool_lv": l.pool.clone().unwrap_or_default(),
+            "data_percent": data_percent, "lv_health_status": "",
+            "vg_extent_size": extent.to_string(), "vg_free": self.vg_free(&l.vg).to_string(),
+        })
     }
 
     fn lvcreate(&mut self, argv: &[String]) -> Output {
@@ -365,20 +383,6 @@ fn vg_not_found(vg: &str) -> Output {
 
 fn lv_not_found(target: &str) -> Output {
     Output::failed(5, format!("  Failed to find logical volume \"{target}\"\n"))
-}
-
-fn lv_row(l: &FakeLv) -> serde_json::Value {
-    // Thin pools and thin volumes report how full they are; nothing is ever written here.
-    let data_percent = if l.attr.starts_with(['t', 'V']) {
-        "0.00"
-    } else {
-        ""
-    };
-    json!({
-        "vg_name": l.vg, "lv_name": l.name, "lv_size": l.size.to_string(), "lv_attr": l.attr,
-        "lv_tags": l.tags.join(","), "pool_lv": l.pool.clone().unwrap_or_default(),
-        "data_percent": data_percent, "lv_health_status": "",
-    })
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ pub mod report;
 pub mod tags;
 
 pub use error::LvmError;
-pub use report::{Lv, LvKind, Vg};
+pub use report::{Lv, LvKind, Vg, VgLvs, VgSpace};
 
 use crate::exec::{Cmd, SharedRunner};
 
@@ -52,6 +52,25 @@ impl Lvm {
     /// The LVs of `vg`.
     pub async fn list_vg(&self, vg: &str) -> Result<Vec<Lv>, LvmError> {
         self.lvs(&[vg]).await
+    }
+
+    /// The LVs of `vg` with its extent size and free bytes, in one `lvs` call (no `vgs`
+    /// needed while the VG has an LV); `None` when the VG does not exist.
+    pub async fn list_vg_space(&self, vg: &str) -> Result<Option<VgLvs>, LvmError> {
+        let cmd = Cmd::new("lvs")
+            .args(report_args(report::LV_VG_FIELDS))
+            .arg(vg);
+        let out = match self.output(&cmd).await {
+            Ok(out) => out,
+            Err(LvmError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        report::parse_vg_lvs(&out)
+            .map(Some)
+            .map_err(|e| LvmError::Parse {
+                command: cmd.display(),
+                detail: e.0,
+            })
     }
 
     /// LV `vg/name`, or `None` when it or its VG does not exist.
@@ -291,6 +310,28 @@ mod tests {
             lvm.get("csivg", "x").await,
             Err(LvmError::Parse { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn list_vg_space_is_one_lvs_and_a_missing_vg_is_none() {
+        let (lvm, fake) = fake_lvm(|argv| match argv.last().map(String::as_str) {
+            Some("csivg") => Output::ok(
+                r#"{"report":[{"lv":[{"vg_name":"csivg", "lv_name":"pool0", "lv_size":"2147483648", "lv_attr":"twi-aotz--", "lv_tags":"", "pool_lv":"", "data_percent":"0.00", "lv_health_status":"", "vg_extent_size":"4194304", "vg_free":"2130706432"}]}]}"#,
+            ),
+            _ => Output::failed(
+                5,
+                "  Volume group \"novg\" not found\n  Cannot process volume group novg\n",
+            ),
+        });
+        let vg = lvm.list_vg_space("csivg").await.unwrap().unwrap();
+        assert_eq!(vg.space.map(|s| s.extent_size), Some(4194304));
+        assert_eq!(vg.lvs[0].name, "pool0");
+        assert_eq!(lvm.list_vg_space("novg").await.unwrap(), None);
+        assert_eq!(
+            fake.calls()[0],
+            "lvs --reportformat json --units b --nosuffix -o vg_name,lv_name,lv_size,lv_attr,\
+             lv_tags,pool_lv,data_percent,lv_health_status,vg_extent_size,vg_free csivg"
+        );
     }
 
     #[tokio::test]

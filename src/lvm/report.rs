@@ -10,6 +10,11 @@ pub const LV_FIELDS: &str =
 /// The `vgs -o` columns this driver reads.
 pub const VG_FIELDS: &str = "vg_name,vg_size,vg_free,vg_extent_size";
 
+/// [`LV_FIELDS`] plus the VG's extent size and free bytes, repeated on every row: one `lvs`
+/// of a VG then answers what `vgs` would (as long as the VG has an LV).
+pub const LV_VG_FIELDS: &str = "vg_name,lv_name,lv_size,lv_attr,lv_tags,pool_lv,data_percent,\
+     lv_health_status,vg_extent_size,vg_free";
+
 /// What kind of LV a row is (first character of `lv_attr`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LvKind {
@@ -82,6 +87,24 @@ pub struct Vg {
     pub extent_size: u64,
 }
 
+/// The LVs of one VG with the VG's space, from one `lvs -o LV_VG_FIELDS <vg>`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VgLvs {
+    /// The LVs.
+    pub lvs: Vec<Lv>,
+    /// The VG's extent size and free bytes; `None` when the VG has no LV (no row carries them).
+    pub space: Option<VgSpace>,
+}
+
+/// What a VG has room for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VgSpace {
+    /// Physical extent size in bytes.
+    pub extent_size: u64,
+    /// Unallocated bytes.
+    pub free: u64,
+}
+
 /// A report that does not have the expected shape.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{0}")]
@@ -119,6 +142,10 @@ struct RawLv {
     data_percent: String,
     #[serde(default)]
     lv_health_status: String,
+    #[serde(default)]
+    vg_extent_size: String,
+    #[serde(default)]
+    vg_free: String,
 }
 
 #[derive(Deserialize)]
@@ -131,30 +158,56 @@ struct RawVg {
 
 /// Parses `lvs --reportformat json --units b --nosuffix -o LV_FIELDS` output.
 pub fn parse_lvs(json: &[u8]) -> Result<Vec<Lv>, ReportError> {
+    raw_lvs(json)?.into_iter().map(lv).collect()
+}
+
+/// Parses `lvs --reportformat json --units b --nosuffix -o LV_VG_FIELDS <vg>` output.
+pub fn parse_vg_lvs(json: &[u8]) -> Result<VgLvs, ReportError> {
+    let raw = raw_lvs(json)?;
+    let space = match raw.first() {
+        None => None,
+        Some(r) => {
+            let extent_size = bytes("vg_extent_size", &r.vg_extent_size)?;
+            if extent_size == 0 {
+                return Err(ReportError(format!(
+                    "VG {} reports extent size 0",
+                    r.vg_name
+                )));
+            }
+            Some(VgSpace {
+                extent_size,
+                free: bytes("vg_free", &r.vg_free)?,
+            })
+        }
+    };
+    Ok(VgLvs {
+        lvs: raw.into_iter().map(lv).collect::<Result<_, _>>()?,
+        space,
+    })
+}
+
+fn raw_lvs(json: &[u8]) -> Result<Vec<RawLv>, ReportError> {
     let report: Report<LvSection> =
         serde_json::from_slice(json).map_err(|e| ReportError(format!("lvs JSON: {e}")))?;
-    report
-        .report
-        .into_iter()
-        .flat_map(|s| s.lv)
-        .map(|r| {
-            Ok(Lv {
-                size: bytes("lv_size", &r.lv_size)?,
-                data_percent: percent("data_percent", &r.data_percent)?,
-                tags: r
-                    .lv_tags
-                    .split(',')
-                    .filter(|t| !t.is_empty())
-                    .map(String::from)
-                    .collect(),
-                pool: Some(r.pool_lv).filter(|p| !p.is_empty()),
-                vg: r.vg_name,
-                name: r.lv_name,
-                attr: r.lv_attr,
-                health: r.lv_health_status,
-            })
-        })
-        .collect()
+    Ok(report.report.into_iter().flat_map(|s| s.lv).collect())
+}
+
+fn lv(r: RawLv) -> Result<Lv, ReportError> {
+    Ok(Lv {
+        size: bytes("lv_size", &r.lv_size)?,
+        data_percent: percent("data_percent", &r.data_percent)?,
+        tags: r
+            .lv_tags
+            .split(',')
+            .filter(|t| !t.is_empty())
+            .map(String::from)
+            .collect(),
+        pool: Some(r.pool_lv).filter(|p| !p.is_empty()),
+        vg: r.vg_name,
+        name: r.lv_name,
+        attr: r.lv_attr,
+        health: r.lv_health_status,
+    })
 }
 
 /// Parses `vgs --reportformat json --units b --nosuffix -o VG_FIELDS` output.
@@ -302,6 +355,48 @@ mod tests {
         let inactive = r#"{"report":[{"lv":[{"vg_name":"csivg", "lv_name":"plain", "lv_size":"4194304", "lv_attr":"-wi-------", "lv_tags":"", "pool_lv":"", "lv_health_status":""}]}]}"#;
         let lvs = parse_lvs(inactive.as_bytes()).unwrap();
         assert!(!lvs[0].is_active());
+    }
+
+    /// Captured in the lab (LVM 2.03.16): `lvs -o LV_VG_FIELDS csivg` with a thin pool, a
+    /// thick and a thin volume of the driver's; then the same of a VG without LVs.
+    const VG_LVS: &str = r#"  {
+      "report": [
+          {
+              "lv": [
+                  {"vg_name":"csivg", "lv_name":"pool0", "lv_size":"2147483648", "lv_attr":"twi-aotz--", "lv_tags":"", "pool_lv":"", "data_percent":"0.00", "lv_health_status":"", "vg_extent_size":"4194304", "vg_free":"2130706432"},
+                  {"vg_name":"csivg", "lv_name":"thick-1", "lv_size":"4194304", "lv_attr":"-wi-a-----", "lv_tags":"lvm-iscsi-csi/name=thick-1", "pool_lv":"", "data_percent":"", "lv_health_status":"", "vg_extent_size":"4194304", "vg_free":"2130706432"},
+                  {"vg_name":"csivg", "lv_name":"vol-a", "lv_size":"8388608", "lv_attr":"Vwi-a-tz--", "lv_tags":"lvm-iscsi-csi/fs=xfs,lvm-iscsi-csi/name=vol-a", "pool_lv":"pool0", "data_percent":"0.00", "lv_health_status":"", "vg_extent_size":"4194304", "vg_free":"2130706432"}
+              ]
+          }
+      ]
+  }
+"#;
+
+    #[test]
+    fn parses_captured_lvs_with_the_vg_space() {
+        let vg = parse_vg_lvs(VG_LVS.as_bytes()).unwrap();
+        assert_eq!(
+            vg.space,
+            Some(VgSpace {
+                extent_size: 4194304,
+                free: 2130706432
+            })
+        );
+        assert_eq!(vg.lvs.len(), 3);
+        assert_eq!(vg.lvs[2].pool.as_deref(), Some("pool0"));
+        assert_eq!(vg.lvs, parse_lvs(VG_LVS.as_bytes()).unwrap());
+        let empty = "  {\n      \"report\": [\n          {\n              \"lv\": [\n              ]\n          }\n      ]\n  }\n";
+        assert_eq!(
+            parse_vg_lvs(empty.as_bytes()).unwrap(),
+            VgLvs {
+                lvs: vec![],
+                space: None
+            }
+        );
+        let zero = VG_LVS.replace("\"vg_extent_size\":\"4194304\"", "\"vg_extent_size\":\"0\"");
+        assert!(parse_vg_lvs(zero.as_bytes()).is_err());
+        // Without the VG columns (a plain LV_FIELDS report) there is no space to read.
+        assert!(parse_vg_lvs(DRIVER_LVS.as_bytes()).is_err());
     }
 
     #[test]

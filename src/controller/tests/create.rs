@@ -1,6 +1,8 @@
 //! CreateVolume and DeleteVolume.
 
 use super::*;
+use crate::controller::create::validate_create;
+use crate::controller::ControllerError;
 use crate::csi::controller_server::Controller;
 use crate::csi::volume_content_source::{Type as SourceType, VolumeSource};
 use tonic::Request;
@@ -34,10 +36,9 @@ async fn creates_a_thick_volume_once() {
           --addtag lvm-iscsi-csi/name=pvc-1 --addtag lvm-iscsi-csi/fs=xfs"
         ]
     );
-    // The repeat finds it by its tag and answers the same, without creating anything.
-    h.runner.clear();
+    // The repeat finds it (lvcreate refuses the name) and answers the same.
     assert_eq!(h.create(req).await, v);
-    assert!(h.calls("lvcreate").is_empty());
+    assert_eq!(h.lvm.lv("csivg", "pvc-1").unwrap().size, 12 * MIB);
 }
 
 #[tokio::test]
@@ -277,11 +278,13 @@ async fn an_lv_that_is_not_this_volume_is_never_taken_over() {
 }
 
 #[tokio::test]
-async fn a_failure_after_lvcreate_removes_the_new_lv() {
+async fn a_failed_lvcreate_that_made_the_lv_removes_it() {
     let h = Harness::new().await;
-    // lvcreate succeeds, reading the new LV back fails.
-    h.lvm.fail("lvs --reportformat json --units b --nosuffix -o vg_name,lv_name,lv_size,lv_attr,lv_tags,pool_lv,data_percent,lv_health_status csivg/pvc-1",
-        Output::failed(5, "  Device mapper is confused\n"));
+    // lvcreate made the LV, then failed (here: in activation).
+    h.lvm.fail_after(
+        "lvcreate",
+        Output::failed(5, "  Device mapper is confused\n"),
+    );
     let (c, msg) = create_code(&h, create_req("pvc-1", 8 * MIB)).await;
     assert_eq!(c, Code::Internal, "{msg}");
     assert!(h.lvm.lv("csivg", "pvc-1").is_none(), "rolled back");
@@ -295,6 +298,144 @@ async fn a_failure_after_lvcreate_removes_the_new_lv() {
         h.create(create_req("pvc-1", 8 * MIB)).await.volume_id,
         "csivg/pvc-1"
     );
+    // Someone else's LV of that name is never rolled back.
+    h.lvm.add_lv("csivg", "other", 4 * MIB, &["owner=dba"]);
+    h.lvm.fail("lvcreate", Output::failed(-1, ""));
+    assert_eq!(
+        create_code(&h, create_req("other", 8 * MIB)).await.0,
+        Code::Internal
+    );
+    assert!(h.lvm.lv("csivg", "other").is_some());
+}
+
+/// The LVM commands one CreateVolume runs (the Core function: the RPC also schedules a gauge
+/// refresh), as `program last-argument`, and its outcome.
+async fn create_commands(
+    h: &Harness,
+    req: CreateVolumeRequest,
+) -> (Result<Volume, ControllerError>, Vec<String>) {
+    let plan = validate_create(&req, Some("csivg")).expect("a valid request");
+    h.runner.clear();
+    let result = h.svc.core.create_volume(&plan).await;
+    let calls = h
+        .runner
+        .calls()
+        .iter()
+        .map(|c| {
+            let program = c.split(' ').next().unwrap_or_default();
+            match program {
+                "lvs" | "vgs" => format!("{program} {}", c.rsplit(' ').next().unwrap_or_default()),
+                _ => program.to_string(),
+            }
+        })
+        .collect();
+    (result, calls)
+}
+
+#[tokio::test]
+async fn a_thin_create_runs_one_lvs_and_lvcreate_and_a_repeat_one_lvs() {
+    let h = Harness::new().await;
+    let thin = || with_params(create_req("pvc-1", 10 * MIB), &[("thinPool", "pool0")]);
+    let (v, calls) = create_commands(&h, thin()).await;
+    let v = v.unwrap();
+    assert_eq!(calls, ["lvs csivg", "lvcreate"]);
+    assert_eq!(
+        (v.volume_id.as_str(), v.capacity_bytes),
+        ("csivg/pvc-1", 12 * MIB as i64)
+    );
+    assert_eq!(h.lvm.lv("csivg", "pvc-1").unwrap().size, 12 * MIB);
+    let (again, calls) = create_commands(&h, thin()).await;
+    assert_eq!(again.unwrap(), v);
+    assert_eq!(calls, ["lvs csivg"]);
+    // Even when the pool has no room left for it any more.
+    h.lvm.edit("csivg", "pool0", |p| p.size = 4 * MIB);
+    let (again, calls) = create_commands(&h, thin()).await;
+    assert_eq!(again.unwrap(), v);
+    assert_eq!(calls, ["lvs csivg"]);
+    // A new one is refused before lvcreate.
+    let (err, calls) = create_commands(
+        &h,
+        with_params(create_req("pvc-2", MIB), &[("thinPool", "pool0")]),
+    )
+    .await;
+    assert!(matches!(err, Err(ControllerError::NoSpace(_))), "{err:?}");
+    assert_eq!(calls, ["lvs csivg"]);
+}
+
+#[tokio::test]
+async fn a_thick_create_runs_vgs_and_lvcreate_and_a_repeat_reads_the_lv() {
+    let h = Harness::new().await;
+    let (v, calls) = create_commands(&h, create_req("pvc-1", 10 * MIB)).await;
+    let v = v.unwrap();
+    assert_eq!(calls, ["vgs csivg", "lvcreate"]);
+    assert_eq!(v.capacity_bytes, 12 * MIB as i64);
+    let (again, calls) = create_commands(&h, create_req("pvc-1", 10 * MIB)).await;
+    assert_eq!(again.unwrap(), v);
+    assert_eq!(calls, ["vgs csivg", "lvcreate", "lvs csivg/pvc-1"]);
+    // The VG is full now: the repeat still answers, a new volume is refused.
+    h.lvm
+        .add_lv("csivg", "filler", GIB - 256 * MIB - 12 * MIB, &[]);
+    let (again, calls) = create_commands(&h, create_req("pvc-1", 10 * MIB)).await;
+    assert_eq!(again.unwrap(), v);
+    assert_eq!(calls, ["vgs csivg", "lvs csivg/pvc-1"]);
+    let (err, calls) = create_commands(&h, create_req("pvc-2", 10 * MIB)).await;
+    assert!(matches!(err, Err(ControllerError::NoSpace(_))), "{err:?}");
+    assert_eq!(calls, ["vgs csivg", "lvs csivg/pvc-2"]);
+}
+
+#[tokio::test]
+async fn the_other_kind_under_the_same_name_already_exists() {
+    let h = Harness::new().await;
+    h.create(with_params(
+        create_req("thin", 8 * MIB),
+        &[("thinPool", "pool0")],
+    ))
+    .await;
+    h.create(create_req("thick", 8 * MIB)).await;
+    let (err, calls) = create_commands(&h, create_req("thin", 8 * MIB)).await;
+    assert!(
+        matches!(err, Err(ControllerError::NameConflict { .. })),
+        "{err:?}"
+    );
+    assert_eq!(calls, ["vgs csivg", "lvcreate", "lvs csivg/thin"]);
+    let (err, calls) = create_commands(
+        &h,
+        with_params(create_req("thick", 8 * MIB), &[("thinPool", "pool0")]),
+    )
+    .await;
+    assert!(
+        matches!(err, Err(ControllerError::NameConflict { .. })),
+        "{err:?}"
+    );
+    assert_eq!(calls, ["lvs csivg"]);
+    // A thin request for a foreign LV's name, found in the listing, is refused too.
+    h.lvm.add_lv("csivg", "dba", 4 * MIB, &[]);
+    let (err, _) = create_commands(
+        &h,
+        with_params(create_req("dba", 4 * MIB), &[("thinPool", "pool0")]),
+    )
+    .await;
+    assert!(
+        matches!(err, Err(ControllerError::LvNameTaken { .. })),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_lv_gone_between_lvcreate_and_the_read_is_aborted() {
+    let h = Harness::new().await;
+    h.lvm.fail(
+        "lvcreate",
+        Output::failed(
+            5,
+            "  Logical Volume \"pvc-1\" already exists in volume group \"csivg\"\n",
+        ),
+    );
+    assert_eq!(
+        create_code(&h, create_req("pvc-1", 8 * MIB)).await.0,
+        Code::Aborted
+    );
+    assert!(h.calls("lvremove").is_empty());
 }
 
 #[tokio::test]
