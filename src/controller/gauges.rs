@@ -1,13 +1,17 @@
 //! The controller's gauges: volumes and published volumes per VG, VG and thin pool size and
-//! free bytes. Refreshed from one `lvs` and one `vgs` after start-up restore and after every
-//! successful CreateVolume, DeleteVolume, ControllerPublishVolume and
-//! ControllerUnpublishVolume, in a background task: a refresh never delays or fails an RPC.
+//! free bytes. Refreshed from one `lvs` and one `vgs` after start-up restore and, in a
+//! background task, [`REFRESH_DELAY`] after a successful CreateVolume, DeleteVolume,
+//! ControllerPublishVolume or ControllerUnpublishVolume: a refresh never delays or fails an
+//! RPC, and the changes of one burst share one refresh (50 concurrent CreateVolume calls
+//! would otherwise queue 100 LVM reads on the VG lock behind their `lvcreate`s).
 //!
 //! Every VG of the storage node is reported (a StorageClass may name any of them), with 0
 //! volumes where it holds none of ours, so a VG's count drops back to 0 after its last delete.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::error::full_message;
 use crate::lvm::LvKind;
@@ -16,11 +20,23 @@ use crate::metrics::Metrics;
 use super::error::Context;
 use super::{ControllerError, Core, Volume};
 
+/// How long after a change the gauges are read again (Prometheus scrapes every 15–60 s).
+pub const REFRESH_DELAY: Duration = Duration::from_secs(3);
+
 impl Core {
-    /// Refreshes the process-wide gauges in the background.
+    /// Refreshes the process-wide gauges [`REFRESH_DELAY`] from now, unless a refresh that
+    /// has not started reading yet is scheduled already (it will see this change too).
     pub(crate) fn refresh_gauges_later(self: &Arc<Self>) {
+        if self.gauges_scheduled.swap(true, Ordering::AcqRel) {
+            return;
+        }
         let core = Arc::clone(self);
-        tokio::spawn(async move { core.refresh_gauges(crate::metrics::global()).await });
+        tokio::spawn(async move {
+            tokio::time::sleep(REFRESH_DELAY).await;
+            // Cleared before reading: a change from now on schedules the next refresh.
+            core.gauges_scheduled.store(false, Ordering::Release);
+            core.refresh_gauges(crate::metrics::global()).await
+        });
     }
 
     /// Refreshes the gauges of `metrics`; a failure is logged, the old values stay.

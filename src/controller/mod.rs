@@ -7,7 +7,8 @@
 //! - [`publish`]: ControllerPublishVolume, ControllerUnpublishVolume.
 //! - [`expand`]: ControllerExpandVolume (lvextend, then the export resized).
 //! - [`query`]: ValidateVolumeCapabilities, ListVolumes, GetCapacity, ControllerGetVolume.
-//! - [`restore`]: rebuild the kernel target from LV tags at start-up; readiness for Probe.
+//! - [`restore`]: rebuild the kernel target from LV tags at start-up.
+//! - [`readiness`]: Probe, answered from a background check of LVM and the target.
 //! - `gauges`: volume, VG and thin pool gauges, refreshed after every change.
 //! - [`volume_id`], [`params`], [`capability`], [`capacity`]: pure checks of the request.
 //! - [`resolver`]: node id -> initiator IQN; [`chap_key`]: the CHAP master key.
@@ -25,6 +26,7 @@ mod gauges;
 pub mod params;
 pub mod publish;
 pub mod query;
+pub mod readiness;
 pub mod resolver;
 pub mod restore;
 pub mod service;
@@ -83,6 +85,8 @@ pub(crate) struct Core {
     locks: VolumeLocks,
     /// Set once start-up restore has made the kernel target match the tags.
     restored: AtomicBool,
+    /// Set while a gauge refresh is scheduled and has not started reading.
+    gauges_scheduled: AtomicBool,
 }
 
 impl Core {

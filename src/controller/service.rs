@@ -61,6 +61,7 @@ impl ControllerService {
                 settings,
                 locks: VolumeLocks::new(),
                 restored: AtomicBool::new(false),
+                gauges_scheduled: AtomicBool::new(false),
             }),
         }
     }

@@ -109,3 +109,24 @@ async fn a_failed_listing_keeps_the_old_values() {
         Some(0.0)
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_of_changes_shares_one_refresh() {
+    let h = Harness::new().await;
+    // The gauges' own `vgs` (of every VG; CreateVolume's names its VG).
+    let refreshes = || {
+        h.calls("vgs")
+            .iter()
+            .filter(|c| c.ends_with("vg_extent_size"))
+            .count()
+    };
+    for i in 0..5 {
+        h.create(create_req(&format!("pvc-{i}"), 8 * MIB)).await;
+    }
+    assert_eq!(refreshes(), 0, "not before the delay");
+    tokio::time::sleep(crate::controller::gauges::REFRESH_DELAY * 2).await;
+    assert_eq!(refreshes(), 1);
+    h.create(create_req("pvc-5", 8 * MIB)).await;
+    tokio::time::sleep(crate::controller::gauges::REFRESH_DELAY * 2).await;
+    assert_eq!(refreshes(), 2, "a later change refreshes again");
+}
