@@ -114,13 +114,22 @@ async fn a_volume_lifecycle_over_the_socket() {
         .into_inner();
     assert_eq!(probe.ready, Some(false));
     r.service.restore().await.unwrap();
-    let probe = r
-        .identity
-        .probe(ProbeRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(probe.ready, Some(true));
+    // Ready once the background check of LVM and the target has answered too.
+    let mut ready = None;
+    for _ in 0..100 {
+        ready = r
+            .identity
+            .probe(ProbeRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .ready;
+        if ready == Some(true) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(ready, Some(true));
 
     let create = CreateVolumeRequest {
         name: "pvc-5f2a".into(),

@@ -1,6 +1,5 @@
 //! Start-up restore: the kernel target is derived state, rebuilt from the LV tags (DESIGN.md),
-//! so a storage-node reboot or a controller crash loses no export. Also the controller's
-//! readiness for Probe.
+//! so a storage-node reboot or a controller crash loses no export.
 //!
 //! One pass lists our LVs (one `lvs`) and our targets (one `list`), then for every published
 //! volume ensures its export and one ACL per publication (volumes in parallel, bounded), then
@@ -19,12 +18,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::error::full_message;
-use crate::identity::{Health, Readiness};
 use crate::lvm::tags::{Auth, Publication};
 use crate::target::AclSpec;
 
@@ -237,44 +234,6 @@ impl ControllerService {
             }
             failed = still;
             delay = (delay * 2).min(Duration::from_secs(60));
-        }
-    }
-
-    /// Probe's view of this controller.
-    pub fn readiness(&self) -> ControllerReadiness {
-        ControllerReadiness {
-            core: Arc::clone(&self.core),
-        }
-    }
-}
-
-/// Ready when the volume group(s) can be read, the target backend answers and restore has
-/// finished its first pass.
-pub struct ControllerReadiness {
-    /// The controller.
-    core: Arc<Core>,
-}
-
-#[async_trait]
-impl Readiness for ControllerReadiness {
-    async fn check(&self) -> Health {
-        let vgs: Vec<&str> = self
-            .core
-            .settings
-            .default_volume_group
-            .iter()
-            .map(String::as_str)
-            .collect();
-        if let Err(e) = self.core.lvm.vgs(&vgs).await {
-            return Health::Broken(format!("LVM is not usable: {}", full_message(&e)));
-        }
-        if let Err(e) = self.core.target.probe().await {
-            return Health::Broken(full_message(&e));
-        }
-        if self.core.restored.load(Ordering::Acquire) {
-            Health::Ready
-        } else {
-            Health::Starting
         }
     }
 }

@@ -146,15 +146,24 @@ async fn many_volumes_restore_in_one_pass() {
     assert_eq!(h.target.exports().len(), 500);
 }
 
-#[tokio::test]
+/// Lets the spawned readiness check run (the fakes answer at once).
+async fn settle() {
+    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn readiness_follows_lvm_target_and_restore() {
+    use crate::controller::readiness::RECHECK_AFTER;
     let h = rebooted(Some(key())).await;
     let ready = h.svc.readiness();
-    assert_eq!(ready.check().await, Health::Starting);
+    assert_eq!(ready.check().await, Health::Starting, "no check yet");
+    settle().await;
+    assert_eq!(ready.check().await, Health::Starting, "not restored yet");
     h.svc.restore().await.unwrap();
     assert_eq!(ready.check().await, Health::Ready);
+    assert_eq!(h.calls("vgs").len(), 1, "probes answer from the last check");
     assert!(
-        h.calls("vgs").iter().all(|c| c.ends_with(" csivg")),
+        h.calls("vgs")[0].ends_with(" csivg"),
         "{:?}",
         h.calls("vgs")
     );
@@ -162,7 +171,22 @@ async fn readiness_follows_lvm_target_and_restore() {
         "vgs",
         Output::failed(5, "  Volume group \"csivg\" not found\n"),
     );
+    tokio::time::sleep(RECHECK_AFTER).await;
+    assert_eq!(
+        ready.check().await,
+        Health::Ready,
+        "the recheck runs behind"
+    );
+    settle().await;
     assert!(matches!(ready.check().await, Health::Broken(m) if m.contains("csivg")));
     h.target.set_failure(Some("tgtd is not running"));
+    tokio::time::sleep(RECHECK_AFTER).await;
+    ready.check().await;
+    settle().await;
     assert!(matches!(ready.check().await, Health::Broken(m) if m.contains("tgtd")));
+    h.target.set_failure(None);
+    tokio::time::sleep(RECHECK_AFTER).await;
+    ready.check().await;
+    settle().await;
+    assert_eq!(ready.check().await, Health::Ready, "and back");
 }
