@@ -24,6 +24,7 @@
 //! refuse to be written twice.
 
 mod configfs;
+mod portal;
 #[cfg(test)]
 mod sim;
 #[cfg(test)]
@@ -31,13 +32,13 @@ mod tests;
 
 use std::collections::BTreeSet;
 use std::io;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
 use self::configfs::{Configfs, Kind, RealConfigfs};
+use self::portal::parse_portal;
 use super::{
     check_device, check_name, check_ours, is_ours, normalize_prefix, unit_serial, AclSpec,
     ExportSpec, TargetBackend, TargetError, TargetState,
@@ -64,6 +65,8 @@ struct Lio {
     prefix: String,
     /// Where the operations go.
     fs: Arc<dyn Configfs>,
+    /// Held while a network portal is made or removed (see [`portal`]).
+    portals: Mutex<()>,
 }
 
 impl LioBackend {
@@ -79,6 +82,7 @@ impl LioBackend {
                 root: configfs_root.join("target"),
                 prefix: normalize_prefix(iqn_prefix),
                 fs,
+                portals: Mutex::new(()),
             }),
         }
     }
@@ -148,23 +152,6 @@ fn fail(op: &'static str, path: &Path, source: io::Error) -> TargetError {
         op,
         path: path.display().to_string(),
         source,
-    }
-}
-
-/// `ADDRESS:PORT` (IPv6 as `[ADDRESS]:PORT`) as a socket address.
-fn parse_portal(portal: &str) -> Result<SocketAddr, TargetError> {
-    portal.parse().map_err(|_| TargetError::Invalid {
-        what: "portal",
-        value: portal.to_string(),
-        reason: "expected IP:PORT or [IPv6]:PORT (LIO listens on addresses, not host names)",
-    })
-}
-
-/// The `np/` directory name of a portal: what the kernel expects, `[v6]:port` for IPv6.
-fn np_name(addr: &SocketAddr) -> String {
-    match addr {
-        SocketAddr::V4(a) => format!("{}:{}", a.ip(), a.port()),
-        SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
     }
 }
 
@@ -385,23 +372,6 @@ impl Lio {
         Ok(bs)
     }
 
-    /// Makes the network portals of a TPG exactly `wanted`.
-    fn ensure_portals(&self, np: &Path, wanted: &[SocketAddr]) -> Result<(), TargetError> {
-        let existing = self.entries(np, Kind::Dir)?;
-        let have: Vec<Option<SocketAddr>> = existing.iter().map(|n| n.parse().ok()).collect();
-        for addr in wanted {
-            if !have.contains(&Some(*addr)) {
-                self.mkdir(&np.join(np_name(addr)))?;
-            }
-        }
-        for (name, addr) in existing.iter().zip(&have) {
-            if !addr.is_some_and(|a| wanted.contains(&a)) {
-                self.rmdir(&np.join(name))?;
-            }
-        }
-        Ok(())
-    }
-
     fn ensure_acl(&self, iqn: &str, acl: &AclSpec) -> Result<(), TargetError> {
         check_ours(iqn, &self.prefix)?;
         check_name("initiator name", &acl.initiator)?;
@@ -483,9 +453,7 @@ impl Lio {
                 }
                 self.rmdir(&lun)?;
             }
-            for np in self.entries(&tpg.join("np"), Kind::Dir)? {
-                self.rmdir(&tpg.join("np").join(np))?;
-            }
+            self.remove_portals(&tpg.join("np"))?;
             self.rmdir(&tpg)?;
         }
         self.rmdir(&target)?;
@@ -493,8 +461,14 @@ impl Lio {
         let hba = self.hba();
         for name in self.entries(&hba, Kind::Dir)? {
             let bs = hba.join(name);
-            if self.read(&bs.join("alias"))? == iqn {
-                backstores.insert(bs);
+            // Another volume's backstore can go away meanwhile (its own DeleteVolume).
+            match self.fs.read(&bs.join("alias")) {
+                Ok(alias) if alias.trim_end_matches('\n') == iqn => {
+                    backstores.insert(bs);
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(fail("read", &bs.join("alias"), e)),
             }
         }
         for bs in backstores.iter().filter(|bs| bs.starts_with(&hba)) {

@@ -3,13 +3,16 @@
 //! only to existing attributes and are recorded, and the kernel's refusals that shape the
 //! backend's order of operations are reproduced (a LUN still mapped by an ACL cannot be
 //! removed, `enable` and `control` cannot be written twice, a directory with items created
-//! inside cannot be removed, ...).
+//! inside cannot be removed, a portal cannot be made on an address whose shared listener is
+//! being torn down by another target's portal removal, ...).
 
 use std::collections::HashSet;
 use std::fs;
 use std::io::{self, ErrorKind};
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use super::configfs::{Configfs, Kind, RealConfigfs};
 
@@ -23,7 +26,17 @@ pub struct SimConfigfs {
     writes: Mutex<Vec<(PathBuf, String)>>,
     /// Every successful change, in order: `mkdir|rmdir|write|symlink|unlink <path>`.
     events: Mutex<Vec<String>>,
+    /// Portal addresses whose listener is being torn down (the last portal on them is being
+    /// removed).
+    listeners_down: Mutex<HashSet<String>>,
+    /// Portal `mkdir`s that failed with EINVAL, scripted or not.
+    portal_einvals: AtomicUsize,
+    /// How many of the next portal `mkdir`s fail with EINVAL.
+    scripted_einvals: AtomicUsize,
 }
+
+/// How long the simulated kernel takes to stop a portal's listener.
+const LISTENER_TEARDOWN: Duration = Duration::from_millis(5);
 
 fn err(kind: ErrorKind, what: &str) -> io::Error {
     io::Error::new(kind, what.to_string())
@@ -74,7 +87,41 @@ impl SimConfigfs {
             user: Mutex::new(HashSet::new()),
             writes: Mutex::new(Vec::new()),
             events: Mutex::new(Vec::new()),
+            listeners_down: Mutex::new(HashSet::new()),
+            portal_einvals: AtomicUsize::new(0),
+            scripted_einvals: AtomicUsize::new(0),
         }
+    }
+
+    /// The next `n` portal `mkdir`s fail with EINVAL.
+    pub fn fail_portal_mkdirs(&self, n: usize) {
+        self.scripted_einvals.store(n, Ordering::SeqCst);
+    }
+
+    /// How many portal `mkdir`s failed with EINVAL so far.
+    pub fn portal_einvals(&self) -> usize {
+        self.portal_einvals.load(Ordering::SeqCst)
+    }
+
+    /// EINVAL for a portal `mkdir` of `name` now, if scripted or its listener is going away.
+    fn portal_refusal(&self, name: &str) -> Option<io::Error> {
+        let scripted = self
+            .scripted_einvals
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if scripted || self.listeners_down.lock().unwrap().contains(name) {
+            self.portal_einvals.fetch_add(1, Ordering::SeqCst);
+            return Some(io::Error::from_raw_os_error(22));
+        }
+        None
+    }
+
+    /// Whether `path` is the last portal on its address (of every target).
+    fn last_portal(&self, path: &Path) -> bool {
+        let name = path.file_name();
+        !self.user().iter().any(|p| {
+            p != path && p.file_name() == name && matches!(self.classify(p), Some(Item::Portal))
+        })
     }
 
     /// The changes so far, as `op <path relative to the root>`.
@@ -282,6 +329,9 @@ impl Configfs for SimConfigfs {
             if name.parse::<std::net::SocketAddr>().is_err() {
                 return Err(err(ErrorKind::InvalidInput, "bad portal"));
             }
+            if let Some(refusal) = self.portal_refusal(&name) {
+                return Err(refusal);
+            }
         }
         fs::create_dir(path)?;
         self.user().insert(path.to_path_buf());
@@ -303,7 +353,17 @@ impl Configfs for SimConfigfs {
         if self.links_to(path) > 0 {
             return Err(err(ErrorKind::ResourceBusy, "still linked"));
         }
-        fs::remove_dir_all(path)?;
+        if matches!(self.classify(path), Some(Item::Portal)) && self.last_portal(path) {
+            // The kernel stops the shared listener before the rmdir returns.
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            self.listeners_down.lock().unwrap().insert(name.to_string());
+            std::thread::sleep(LISTENER_TEARDOWN);
+            let removed = fs::remove_dir_all(path);
+            self.listeners_down.lock().unwrap().remove(name.as_ref());
+            removed?;
+        } else {
+            fs::remove_dir_all(path)?;
+        }
         self.user().remove(path);
         self.event("rmdir", path);
         Ok(())

@@ -345,3 +345,47 @@ async fn resize_changes_nothing_because_iblock_reads_the_size_itself() {
         Err(TargetError::Foreign { .. })
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exports_sharing_a_portal_never_race_on_its_listener() {
+    let (b, sim) = backend();
+    let b = Arc::new(b);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..4 {
+        let b = Arc::clone(&b);
+        tasks.spawn(async move {
+            let spec = ExportSpec {
+                iqn: format!("{PREFIX}:csivg.pvc-{i}"),
+                device: format!("/dev/csivg/pvc-{i}"),
+                backstore: format!("csivg.pvc-{i}"),
+                portals: vec!["127.0.0.1:3260".into()],
+            };
+            for _ in 0..10 {
+                b.ensure_export(&spec).await?;
+                b.remove_export(&spec.iqn).await?;
+            }
+            Ok::<_, TargetError>(())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("task").expect("no error");
+    }
+    assert_eq!(
+        sim.portal_einvals(),
+        0,
+        "a portal was made while its listener went away"
+    );
+}
+
+#[tokio::test]
+async fn a_portal_refused_with_einval_is_tried_again() {
+    let (b, sim) = backend();
+    sim.fail_portal_mkdirs(2);
+    b.ensure_export(&spec()).await.unwrap();
+    assert!(sim.has(&tpg("np/127.0.0.1:3260")));
+    assert_eq!(sim.portal_einvals(), 2);
+    b.remove_export(IQN).await.unwrap();
+    sim.fail_portal_mkdirs(100);
+    let err = b.ensure_export(&spec()).await.unwrap_err();
+    assert!(err.to_string().contains("np/127.0.0.1:3260"), "{err}");
+}

@@ -1,0 +1,93 @@
+//! Network portals, `tpgt_1/np/<address>:<port>`: the kernel listens there. It keeps one
+//! listener per address, shared by every target that has a portal on it, so making a portal
+//! while another target removes the last one on the same address can fail with EINVAL (the
+//! listener is still being torn down; seen once in 95 volume lives run 8 at a time). The
+//! backend therefore makes and removes portals one at a time, and retries an EINVAL a few
+//! times for changes made by anyone else.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::MutexGuard;
+use std::time::Duration;
+
+use super::configfs::Kind;
+use super::{fail, Lio};
+use crate::target::TargetError;
+
+/// How many times a portal `mkdir` is tried while it fails with EINVAL.
+const ATTEMPTS: u32 = 5;
+
+/// The wait before the next try, times the number of tries so far.
+const BACKOFF: Duration = Duration::from_millis(50);
+
+/// `ADDRESS:PORT` (IPv6 as `[ADDRESS]:PORT`) as a socket address.
+pub(super) fn parse_portal(portal: &str) -> Result<SocketAddr, TargetError> {
+    portal.parse().map_err(|_| TargetError::Invalid {
+        what: "portal",
+        value: portal.to_string(),
+        reason: "expected IP:PORT or [IPv6]:PORT (LIO listens on addresses, not host names)",
+    })
+}
+
+/// The `np/` directory name of a portal: what the kernel expects, `[v6]:port` for IPv6.
+fn np_name(addr: &SocketAddr) -> String {
+    match addr {
+        SocketAddr::V4(a) => format!("{}:{}", a.ip(), a.port()),
+        SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
+    }
+}
+
+impl Lio {
+    /// Makes the network portals of a TPG (its `np` directory) exactly `wanted`.
+    pub(super) fn ensure_portals(
+        &self,
+        np: &Path,
+        wanted: &[SocketAddr],
+    ) -> Result<(), TargetError> {
+        let _one_at_a_time = self.portal_lock();
+        let existing = self.entries(np, Kind::Dir)?;
+        let have: Vec<Option<SocketAddr>> = existing.iter().map(|n| n.parse().ok()).collect();
+        for addr in wanted {
+            if !have.contains(&Some(*addr)) {
+                self.mkdir_portal(&np.join(np_name(addr)))?;
+            }
+        }
+        for (name, addr) in existing.iter().zip(&have) {
+            if !addr.is_some_and(|a| wanted.contains(&a)) {
+                self.rmdir(&np.join(name))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every portal of a TPG (its `np` directory).
+    pub(super) fn remove_portals(&self, np: &Path) -> Result<(), TargetError> {
+        let _one_at_a_time = self.portal_lock();
+        for name in self.entries(np, Kind::Dir)? {
+            self.rmdir(&np.join(name))?;
+        }
+        Ok(())
+    }
+
+    fn portal_lock(&self) -> MutexGuard<'_, ()> {
+        self.portals.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Creates the portal `path` (already there is fine), retrying EINVAL.
+    fn mkdir_portal(&self, path: &Path) -> Result<(), TargetError> {
+        let mut tries = 1;
+        loop {
+            match self.fs.mkdir(path) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::InvalidInput && tries < ATTEMPTS => {
+                    tracing::debug!(portal = %path.display(), tries, "portal busy (EINVAL), trying again");
+                    std::thread::sleep(BACKOFF * tries);
+                    tries += 1;
+                }
+                Err(e) => return Err(fail("mkdir", path, e)),
+            }
+        }
+    }
+}
