@@ -24,7 +24,7 @@ pub struct Settings {
     /// `E2E_WORKLOAD_IMAGE`: a small image with sh, seq, sha256sum and df (default
     /// `busybox:1.36`).
     pub workload_image: String,
-    /// `E2E_EXPAND=1`: also grow the claim and check the filesystem grew.
+    /// Grow the claim and check the filesystem grew (on unless `E2E_EXPAND=0`).
     pub expand: bool,
     /// `E2E_KEEP=1`: leave the release installed afterwards (debugging).
     pub keep: bool,
@@ -59,7 +59,7 @@ impl Settings {
             namespace: var("E2E_NAMESPACE").unwrap_or_else(|| "lvm-iscsi-csi-e2e".into()),
             storage_class: var("E2E_STORAGE_CLASS").unwrap_or_else(|| "lvm-iscsi".into()),
             workload_image: var("E2E_WORKLOAD_IMAGE").unwrap_or_else(|| "busybox:1.36".into()),
-            expand: var("E2E_EXPAND").as_deref() == Some("1"),
+            expand: var("E2E_EXPAND").as_deref() != Some("0"),
             keep: var("E2E_KEEP").as_deref() == Some("1"),
             timeout,
             kubeconfig: var("KUBECONFIG").map(PathBuf::from),

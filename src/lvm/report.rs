@@ -18,7 +18,8 @@ pub const LV_VG_FIELDS: &str = "vg_name,lv_name,lv_size,lv_attr,lv_tags,pool_lv,
 /// What kind of LV a row is (first character of `lv_attr`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LvKind {
-    /// A plain (linear/striped) LV: a thick volume.
+    /// A plain (linear/striped) LV: a thick volume (also while it is the origin of a
+    /// classic snapshot).
     Thick,
     /// A thin volume in a thin pool.
     Thin,
@@ -54,7 +55,8 @@ impl Lv {
     /// The LV's kind, from `lv_attr`.
     pub fn kind(&self) -> LvKind {
         match self.attr.chars().next() {
-            Some('-') => LvKind::Thick,
+            // `o`: a thick LV that is the origin of a classic snapshot.
+            Some('-' | 'o') => LvKind::Thick,
             Some('V') => LvKind::Thin,
             Some('t') => LvKind::ThinPool,
             _ => LvKind::Other,
@@ -397,6 +399,23 @@ mod tests {
         assert!(parse_vg_lvs(zero.as_bytes()).is_err());
         // Without the VG columns (a plain LV_FIELDS report) there is no space to read.
         assert!(parse_vg_lvs(DRIVER_LVS.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn a_snapshot_origin_is_still_thick_and_the_snapshot_is_not() {
+        // `lvs -o lv_name,lv_attr` after `lvcreate -s` in the lab (LVM 2.03.16).
+        let lv = |attr: &str| Lv {
+            vg: "vg".into(),
+            name: "x".into(),
+            size: 0,
+            attr: attr.into(),
+            tags: vec![],
+            pool: None,
+            health: String::new(),
+            data_percent: None,
+        };
+        assert_eq!(lv("owi-a-s---").kind(), LvKind::Thick);
+        assert_eq!(lv("swi-a-s---").kind(), LvKind::Other);
     }
 
     #[test]

@@ -267,6 +267,11 @@ pub struct Lab {
 impl Lab {
     /// Starts the controller (LIO, on `$CSI_VG`) and the node plugin for test `name`.
     pub async fn start(name: &str) -> Lab {
+        Lab::start_with(name, "lio").await
+    }
+
+    /// The same with the target backend `backend` (`lio` or `tgt`; tgtd must be running).
+    pub async fn start_with(name: &str, backend: &str) -> Lab {
         sweep();
         let dir = PathBuf::from(WORK).join(name);
         std::fs::create_dir_all(&dir).unwrap();
@@ -280,7 +285,7 @@ impl Lab {
                 &format!("unix://{}", ctl_sock.display()),
                 "--standalone",
                 "--target-backend",
-                "lio",
+                backend,
                 "--portal",
                 PORTAL,
                 "--default-volume-group",
@@ -358,8 +363,21 @@ impl Lab {
         self.dir.join(rel)
     }
 
-    /// CreateVolume + ControllerPublishVolume to this node (what the sidecars do).
+    /// CreateVolume (thin, in `$CSI_THINPOOL`) + ControllerPublishVolume to this node
+    /// (what the sidecars do).
     pub async fn create(&mut self, name: &str, size: i64, kind: Kind) -> Vol {
+        let params = HashMap::from([("thinPool".to_string(), lab_env("CSI_THINPOOL"))]);
+        self.create_with(name, size, kind, params).await
+    }
+
+    /// The same with the StorageClass parameters `params` (none: a thick LV).
+    pub async fn create_with(
+        &mut self,
+        name: &str,
+        size: i64,
+        kind: Kind,
+        params: HashMap<String, String>,
+    ) -> Vol {
         let cap = capability(kind, Mode::SingleNodeWriter);
         let created = self
             .ctl
@@ -370,7 +388,7 @@ impl Lab {
                     limit_bytes: 0,
                 }),
                 volume_capabilities: vec![cap.clone()],
-                parameters: HashMap::from([("thinPool".to_string(), lab_env("CSI_THINPOOL"))]),
+                parameters: params,
                 secrets: secrets(Some(KEY)),
                 ..Default::default()
             })
