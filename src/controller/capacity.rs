@@ -211,6 +211,9 @@ mod tests {
             pool: pool.map(String::from),
             health: String::new(),
             data_percent: None,
+            origin: None,
+            origin_size: None,
+            created: None,
         }
     }
 

@@ -1,7 +1,9 @@
 //! A simulated LVM for tests: answers the exact commands [`Lvm`](super::Lvm) runs (`lvs`,
 //! `vgs`, `lvcreate`, `lvremove`, `lvextend`, `lvchange`) from in-memory VGs and LVs, with LVM's real
 //! messages and exit codes (as captured in the lab), through a [`FakeRunner`]. Failures can be
-//! scripted per command.
+//! scripted per command. Snapshots behave as in LVM 2.03.16: a thin snapshot is created
+//! inactive with activation skipped unless asked otherwise; a classic snapshot's COW size is
+//! capped to what it can use; removing a thick origin removes its classic snapshots.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -24,6 +26,10 @@ pub struct FakeLv {
     pub tags: Vec<String>,
     /// Thin pool of a thin volume.
     pub pool: Option<String>,
+    /// The origin of a snapshot.
+    pub origin: Option<String>,
+    /// `lv_time`: creation, in LVM's format.
+    pub time: String,
 }
 
 /// A scripted failure: the first command whose line contains `pattern` gets `out`, after its
@@ -48,6 +54,8 @@ struct State {
     failures: Vec<Failure>,
     /// `vg/lv` held open: lvremove says "in use".
     open: Vec<String>,
+    /// LVs created so far: the seconds of the next `lv_time`.
+    created: u32,
 }
 
 /// The simulated LVM; clones share the state.
@@ -78,14 +86,23 @@ impl FakeLvm {
         self.push(vg, name, size, "-wi-a-----", tags, None);
     }
 
+    /// Adds an active thin volume with `tags`.
+    pub fn add_thin(&self, vg: &str, pool: &str, name: &str, size: u64, tags: &[&str]) {
+        self.push(vg, name, size, "Vwi-a-tz--", tags, Some(pool));
+    }
+
     fn push(&self, vg: &str, name: &str, size: u64, attr: &str, tags: &[&str], pool: Option<&str>) {
-        self.lock().lvs.push(FakeLv {
+        let mut s = self.lock();
+        let time = s.next_time();
+        s.lvs.push(FakeLv {
             vg: vg.into(),
             name: name.into(),
             size,
             attr: attr.into(),
             tags: tags.iter().map(|t| t.to_string()).collect(),
             pool: pool.map(String::from),
+            origin: None,
+            time,
         });
     }
 
@@ -150,6 +167,16 @@ impl FakeLvm {
 }
 
 impl State {
+    /// A new `lv_time`, one second after the previous one.
+    fn next_time(&mut self) -> String {
+        self.created += 1;
+        format!(
+            "2026-11-26 06:{:02}:{:02} +0000",
+            self.created / 60 % 60,
+            self.created % 60
+        )
+    }
+
     fn answer(&mut self, argv: &[String]) -> Output {
         let line = argv.join(" ");
         if let Some(i) = self.failures.iter().position(|f| line.contains(&f.pattern)) {
@@ -234,8 +261,21 @@ impl State {
     /// A report row of `l` with every column the driver ever asks for (the parser ignores
     /// columns it was not asked for).
     fn lv_row(&self, l: &FakeLv) -> serde_json::Value {
-        // Thin pools and thin volumes report how full they are; nothing is ever written here.
-        let data_percent = if l.attr.starts_with(['t', 'V']) {
+        // LVM reports origin_size on an origin and on its classic snapshots.
+        let origin_size = match (&l.origin, l.attr.chars().next()) {
+            (Some(o), Some('s')) => self
+                .lvs
+                .iter()
+                .find(|x| x.vg == l.vg && x.name == *o)
+                .map_or(String::new(), |x| x.size.to_string()),
+            (_, Some('o')) => l.size.to_string(),
+            _ => String::new(),
+        };
+        // Thin pools, thin volumes and classic snapshots report how full they are; nothing
+        // is ever written here (an invalidated snapshot is full).
+        let data_percent = if l.attr.get(4..5) == Some("I") {
+            "100.00"
+        } else if l.attr.starts_with(['t', 'V', 's']) {
             "0.00"
         } else {
             ""
@@ -245,22 +285,28 @@ impl State {
             "vg_name": l.vg, "lv_name": l.name, "lv_size": l.size.to_string(), "lv_attr": l.attr,
             "lv_tags": l.tags.join(","), "pool_lv": l.pool.clone().unwrap_or_default(),
             "data_percent": data_percent, "lv_health_status": "",
+            "origin": l.origin.clone().unwrap_or_default(), "origin_size": origin_size,
+            "lv_time": l.time,
             "vg_extent_size": extent.to_string(), "vg_free": self.vg_free(&l.vg).to_string(),
         })
     }
 
     fn lvcreate(&mut self, argv: &[String]) -> Output {
         let (mut size, mut name, mut tags, mut target) = (0, String::new(), vec![], String::new());
+        let (mut snapshot, mut readonly, mut skip) = (false, false, true);
         let mut args = argv.iter().skip(1);
         while let Some(a) = args.next() {
             let mut value = || args.next().cloned().unwrap_or_default();
             match a.as_str() {
                 "--yes" | "--thin" => {}
+                "--snapshot" => snapshot = true,
                 "--size" | "--virtualsize" => {
                     size = value().trim_end_matches('b').parse().unwrap_or(0);
                 }
                 "--name" => name = value(),
                 "--addtag" => tags.push(value()),
+                "--permission" => readonly = value() == "r",
+                "--setactivationskip" => skip = value() == "y",
                 "--wipesignatures" | "--zero" => drop(value()),
                 positional => target = positional.to_string(),
             }
@@ -278,15 +324,15 @@ impl State {
                 format!("  Logical Volume \"{name}\" already exists in volume group \"{vg}\"\n"),
             );
         }
+        if snapshot {
+            return self.snapshot(vg, pool.unwrap_or_default(), name, size, tags, readonly, skip);
+        }
         match &pool {
             Some(p) if !self.lvs.iter().any(|l| l.vg == vg && &l.name == p) => {
                 return Output::failed(5, format!("  Pool {p} not found in Volume group {vg}.\n"));
             }
             None if self.vg_free(&vg) < size => {
-                return Output::failed(
-                    5,
-                    format!("  Volume group \"{vg}\" has insufficient free space (1 extents): 2 required.\n"),
-                );
+                return insufficient(&vg);
             }
             _ => {}
         }
@@ -295,6 +341,7 @@ impl State {
         } else {
             "-wi-a-----"
         };
+        let time = self.next_time();
         self.lvs.push(FakeLv {
             vg,
             name,
@@ -302,6 +349,63 @@ impl State {
             attr: attr.into(),
             tags,
             pool,
+            origin: None,
+            time,
+        });
+        Output::ok("")
+    }
+
+    /// `lvcreate --snapshot`: thin without a size, classic with one.
+    #[allow(clippy::too_many_arguments)]
+    fn snapshot(
+        &mut self,
+        vg: String,
+        origin: String,
+        name: String,
+        cow: u64,
+        tags: Vec<String>,
+        readonly: bool,
+        skip: bool,
+    ) -> Output {
+        let Some(o) = self
+            .lvs
+            .iter()
+            .position(|l| l.vg == vg && l.name == origin)
+        else {
+            return lv_not_found(&format!("{vg}/{origin}"));
+        };
+        let perm = if readonly { 'r' } else { 'w' };
+        let (size, attr, pool) = if cow == 0 {
+            let origin = &self.lvs[o];
+            if !origin.attr.starts_with('V') {
+                return Output::failed(3, "  Snapshot size required for a thick origin.\n");
+            }
+            let attr = if skip {
+                format!("V{perm}i---tz-k")
+            } else {
+                format!("V{perm}i-a-tz--")
+            };
+            (origin.size, attr, origin.pool.clone())
+        } else {
+            // LVM's cap: the origin's size plus its exception table (one extent here).
+            let extent = self.vgs.iter().find(|v| v.0 == vg).map_or(1, |v| v.2);
+            let size = cow.min(self.lvs[o].size + extent);
+            if self.vg_free(&vg) < size {
+                return insufficient(&vg);
+            }
+            self.lvs[o].attr.replace_range(0..1, "o");
+            (size, format!("s{perm}i-a-s---"), None)
+        };
+        let time = self.next_time();
+        self.lvs.push(FakeLv {
+            vg,
+            name,
+            size,
+            attr,
+            tags,
+            pool,
+            origin: Some(origin),
+            time,
         });
         Output::ok("")
     }
@@ -310,11 +414,37 @@ impl State {
         if self.open.iter().any(|o| o == target) {
             return Output::failed(5, format!("  Logical volume {target} in use.\n"));
         }
-        let before = self.lvs.len();
-        self.lvs
-            .retain(|l| format!("{}/{}", l.vg, l.name) != target);
-        if before == self.lvs.len() {
+        let Some(gone) = self
+            .lvs
+            .iter()
+            .position(|l| format!("{}/{}", l.vg, l.name) == target)
+            .map(|i| self.lvs.remove(i))
+        else {
             return lv_not_found(target);
+        };
+        // A thick origin takes its classic snapshots with it; thin snapshots stay (and forget
+        // their origin).
+        self.lvs.retain(|l| {
+            !(l.vg == gone.vg && l.origin.as_deref() == Some(&gone.name) && l.attr.starts_with('s'))
+        });
+        for l in self.lvs.iter_mut().filter(|l| l.vg == gone.vg) {
+            if l.origin.as_deref() == Some(&gone.name) {
+                l.origin = None;
+            }
+        }
+        // An origin whose last classic snapshot is gone is a plain LV again.
+        if let Some(origin) = gone.origin.filter(|_| gone.attr.starts_with('s')) {
+            let still = self
+                .lvs
+                .iter()
+                .any(|l| l.vg == gone.vg && l.origin.as_deref() == Some(&origin));
+            if let Some(o) = self
+                .lvs
+                .iter_mut()
+                .find(|l| l.vg == gone.vg && l.name == origin && !still)
+            {
+                o.attr.replace_range(0..1, "-");
+            }
         }
         Output::ok("")
     }
@@ -378,6 +508,13 @@ fn vg_not_found(vg: &str) -> Output {
     Output::failed(
         5,
         format!("  Volume group \"{vg}\" not found\n  Cannot process volume group {vg}\n"),
+    )
+}
+
+fn insufficient(vg: &str) -> Output {
+    Output::failed(
+        5,
+        format!("  Volume group \"{vg}\" has insufficient free space (1 extents): 2 required.\n"),
     )
 }
 

@@ -10,6 +10,14 @@
 //!   rebuilds the kernel target from these. `<auth>` is `none` or `chap.<key id>` (the key id
 //!   names which CHAP key derived the credentials, never the key or a password); `<scope>`
 //!   is `single` or `multi` (node access of the capability); `<access>` is `rw` or `ro`.
+//! - `lvm-iscsi-csi/snap=<name>`: the CSI snapshot name. Marks the LV as one of our
+//!   snapshots: it is never a volume (listed, exported, restored or deleted as one).
+//! - `lvm-iscsi-csi/src=<volume id>`: on a snapshot, the volume it was taken of.
+//! - `lvm-iscsi-csi/from=<snapshot|volume>/<id>`: on a volume created from a content source,
+//!   that source (echoed in the CSI Volume, compared on a repeated CreateVolume).
+//! - `lvm-iscsi-csi/copying=<id>`: on a thick volume whose data is still being copied from
+//!   `<id>`; removed only once the copy is complete and synced, so a volume interrupted
+//!   half-way is never mistaken for a finished one.
 //!
 //! LVM accepts `[A-Za-z0-9_+.:/=!&#-]` in tags, up to 1024 bytes. Values are escaped so that
 //! any string survives: bytes outside `[A-Za-z0-9_+.:-]` become `#` and two lowercase hex
@@ -24,6 +32,50 @@ pub const MAX_TAG_LEN: usize = 1024;
 const NAME_KEY: &str = "name=";
 const FS_KEY: &str = "fs=";
 const PUB_KEY: &str = "pub=";
+const SNAP_KEY: &str = "snap=";
+const SRC_KEY: &str = "src=";
+const FROM_KEY: &str = "from=";
+const COPYING_KEY: &str = "copying=";
+
+/// Where a volume's initial data came from (CSI volume_content_source).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContentSource {
+    /// A snapshot, by snapshot id.
+    Snapshot(String),
+    /// Another volume (a clone), by volume id.
+    Volume(String),
+}
+
+impl ContentSource {
+    /// The source's id.
+    pub fn id(&self) -> &str {
+        match self {
+            ContentSource::Snapshot(id) | ContentSource::Volume(id) => id,
+        }
+    }
+
+    /// This source as an LV tag.
+    pub fn to_tag(&self) -> Result<String, TagError> {
+        let kind = match self {
+            ContentSource::Snapshot(_) => "snapshot",
+            ContentSource::Volume(_) => "volume",
+        };
+        checked(
+            "the content source",
+            format!("{PREFIX}{FROM_KEY}{kind}/{}", encode(self.id())),
+        )
+    }
+
+    fn parse(value: &str) -> Option<ContentSource> {
+        let (kind, id) = value.split_once('/')?;
+        let id = decode(id).filter(|i| !i.is_empty())?;
+        match kind {
+            "snapshot" => Some(ContentSource::Snapshot(id)),
+            "volume" => Some(ContentSource::Volume(id)),
+            _ => None,
+        }
+    }
+}
 
 /// A tag that cannot be written.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -121,6 +173,14 @@ pub struct VolumeTags {
     pub fs_type: Option<String>,
     /// Publications, in tag order.
     pub publications: Vec<Publication>,
+    /// The CSI snapshot name: set only on our snapshots, which are never volumes.
+    pub snapshot: Option<String>,
+    /// On a snapshot: the id of the volume it was taken of.
+    pub source_volume: Option<String>,
+    /// On a volume: the content source it was created from.
+    pub content_source: Option<ContentSource>,
+    /// On a volume: the source whose data copy has not completed yet.
+    pub copying: Option<String>,
     /// Tags with our prefix that could not be decoded (kept so they can be reported).
     pub unreadable: Vec<String>,
 }
@@ -145,6 +205,22 @@ impl VolumeTags {
                 })
             } else if let Some(v) = rest.strip_prefix(PUB_KEY) {
                 Publication::parse(v).map(|p| out.publications.push(p))
+            } else if let Some(v) = rest.strip_prefix(SNAP_KEY) {
+                decode(v).filter(|n| !n.is_empty()).map(|n| {
+                    out.snapshot.get_or_insert(n);
+                })
+            } else if let Some(v) = rest.strip_prefix(SRC_KEY) {
+                decode(v).filter(|n| !n.is_empty()).map(|n| {
+                    out.source_volume.get_or_insert(n);
+                })
+            } else if let Some(v) = rest.strip_prefix(FROM_KEY) {
+                ContentSource::parse(v).map(|c| {
+                    out.content_source.get_or_insert(c);
+                })
+            } else if let Some(v) = rest.strip_prefix(COPYING_KEY) {
+                decode(v).filter(|n| !n.is_empty()).map(|n| {
+                    out.copying.get_or_insert(n);
+                })
             } else {
                 None
             };
@@ -184,6 +260,30 @@ pub fn name_tag(name: &str) -> Result<String, TagError> {
 /// The tag holding the StorageClass `fsType`.
 pub fn fs_type_tag(fs_type: &str) -> Result<String, TagError> {
     checked("the fsType", format!("{PREFIX}{FS_KEY}{}", encode(fs_type)))
+}
+
+/// The tag holding CSI snapshot name `name`.
+pub fn snapshot_tag(name: &str) -> Result<String, TagError> {
+    checked(
+        "the snapshot name",
+        format!("{PREFIX}{SNAP_KEY}{}", encode(name)),
+    )
+}
+
+/// The tag recording the volume a snapshot was taken of.
+pub fn source_volume_tag(volume_id: &str) -> Result<String, TagError> {
+    checked(
+        "the source volume",
+        format!("{PREFIX}{SRC_KEY}{}", encode(volume_id)),
+    )
+}
+
+/// The marker of a volume whose data is being copied from `source_id`.
+pub fn copying_tag(source_id: &str) -> Result<String, TagError> {
+    checked(
+        "the copy marker",
+        format!("{PREFIX}{COPYING_KEY}{}", encode(source_id)),
+    )
 }
 
 fn checked(what: &'static str, tag: String) -> Result<String, TagError> {
@@ -325,6 +425,42 @@ mod tests {
             ["lvm-iscsi-csi/pub=broken", "lvm-iscsi-csi/future=1"]
         );
         assert_eq!(VolumeTags::parse::<&str>(&[]), VolumeTags::default());
+    }
+
+    #[test]
+    fn snapshot_and_content_source_tags_round_trip() {
+        let snap = [
+            snapshot_tag("snapshot-1").unwrap(),
+            source_volume_tag("csivg/pvc-1").unwrap(),
+        ];
+        assert_eq!(
+            snap,
+            [
+                "lvm-iscsi-csi/snap=snapshot-1",
+                "lvm-iscsi-csi/src=csivg#2fpvc-1"
+            ]
+        );
+        let t = VolumeTags::parse(&snap);
+        assert_eq!(t.snapshot.as_deref(), Some("snapshot-1"));
+        assert_eq!(t.source_volume.as_deref(), Some("csivg/pvc-1"));
+        assert_eq!(t.name, None);
+        let from = ContentSource::Snapshot("csivg/snap.s1".into());
+        let vol = [
+            name_tag("pvc-2").unwrap(),
+            from.to_tag().unwrap(),
+            copying_tag("csivg/snap.s1").unwrap(),
+        ];
+        assert_eq!(vol[1], "lvm-iscsi-csi/from=snapshot/csivg#2fsnap.s1");
+        let t = VolumeTags::parse(&vol);
+        assert_eq!(t.content_source, Some(from));
+        assert_eq!(t.copying.as_deref(), Some("csivg/snap.s1"));
+        let clone = ContentSource::Volume("csivg/pvc-1".into());
+        assert_eq!(
+            VolumeTags::parse(&[clone.to_tag().unwrap()]).content_source,
+            Some(clone)
+        );
+        let bad = VolumeTags::parse(&["lvm-iscsi-csi/from=disk/x", "lvm-iscsi-csi/snap="]);
+        assert_eq!(bad.unreadable.len(), 2);
     }
 
     #[test]
