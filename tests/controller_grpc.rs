@@ -284,6 +284,6 @@ async fn errors_arrive_with_their_codes_and_messages() {
         .create_snapshot(CreateSnapshotRequest::default())
         .await
         .unwrap_err();
-    assert_eq!(snap.code(), Code::Unimplemented);
+    assert_eq!(snap.code(), Code::InvalidArgument);
     r.stop.send(()).unwrap();
 }

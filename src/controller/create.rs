@@ -2,11 +2,12 @@
 //! tag records), found again by that LV name.
 
 use crate::csi::{self, CreateVolumeRequest, DeleteVolumeRequest};
-use crate::lvm::tags::{fs_type_tag, name_tag};
+use crate::lvm::tags::{fs_type_tag, name_tag, ContentSource};
 use crate::lvm::{Lv, LvKind, LvmError, NewLv};
 
 use super::capability;
 use super::capacity::{thin_headroom, SizeRequest};
+use super::content_source::parse_content_source;
 use super::error::Context;
 use super::params::{self, Params};
 use super::volume_id::{lv_name_for, IdError, VolumeId, MAX_ID_LEN};
@@ -23,6 +24,8 @@ pub struct CreatePlan {
     pub params: Params,
     /// The capacity range.
     pub size: SizeRequest,
+    /// The snapshot or volume to take the data from.
+    pub source: Option<ContentSource>,
 }
 
 /// Checks a CreateVolume request before anything runs.
@@ -38,13 +41,6 @@ pub fn validate_create(
         return Err(ControllerError::Missing("volume_capabilities"));
     }
     capability::check_all(&req.volume_capabilities).map_err(ControllerError::Capability)?;
-    if req.volume_content_source.is_some() {
-        return Err(ControllerError::Invalid {
-            field: "volume_content_source",
-            reason: "creating a volume from a snapshot or another volume is not supported yet"
-                .into(),
-        });
-    }
     if !req.mutable_parameters.is_empty() {
         return Err(ControllerError::Invalid {
             field: "mutable_parameters",
@@ -64,17 +60,19 @@ pub fn validate_create(
         }
     }
     let size = SizeRequest::parse(req.capacity_range.as_ref())?;
+    let source = parse_content_source(req.volume_content_source.as_ref())?;
     Ok(CreatePlan {
         lv_name: lv_name_for(&req.name),
         name: req.name.clone(),
         params,
         size,
+        source,
     })
 }
 
 /// The spec's rules for names: at most 128 bytes, no control characters other than common
 /// whitespace.
-fn check_name(name: &str) -> Result<(), ControllerError> {
+pub(crate) fn check_name(name: &str) -> Result<(), ControllerError> {
     let reason = if name.len() > MAX_ID_LEN {
         "longer than 128 bytes"
     } else if name
@@ -136,6 +134,9 @@ impl Core {
         &self,
         plan: &CreatePlan,
     ) -> Result<csi::Volume, ControllerError> {
+        if let Some(source) = &plan.source {
+            return self.create_from_source(plan, source).await;
+        }
         let vg_name = &plan.params.volume_group;
         let id = VolumeId::new(vg_name, &plan.lv_name)?;
         let size = match self.room(plan).await? {
@@ -262,7 +263,7 @@ impl Core {
     }
 
     /// Removes a half-created LV, if it carries this name (never someone else's LV).
-    async fn roll_back(&self, id: &VolumeId, name: &str) {
+    pub(super) async fn roll_back(&self, id: &VolumeId, name: &str) {
         match self.volume(id).await {
             Ok(Some(v)) if v.name() == name => match self.lvm.remove(id.vg(), id.lv()).await {
                 Ok(()) | Err(LvmError::NotFound { .. }) => {
@@ -298,6 +299,7 @@ impl Core {
             });
         }
         self.check_restored()?;
+        self.before_delete_volume(&v).await?;
         let iqn = self.iqn(id);
         self.target
             .remove_export(&iqn)
@@ -359,7 +361,7 @@ fn created(id: &VolumeId, size: u64, plan: &CreatePlan) -> csi::Volume {
 }
 
 /// What makes existing volume `v` unfit for `plan`, if anything.
-fn incompatibility(v: &Volume, plan: &CreatePlan) -> Option<String> {
+pub(super) fn incompatibility(v: &Volume, plan: &CreatePlan) -> Option<String> {
     let p = &plan.params;
     let mut diffs = Vec::new();
     if v.id.vg() != p.volume_group {
@@ -380,6 +382,12 @@ fn incompatibility(v: &Volume, plan: &CreatePlan) -> Option<String> {
         diffs.push(format!(
             "its fsType is {:?}, the request asks for {:?}",
             v.tags.fs_type, p.fs_type
+        ));
+    }
+    if v.tags.content_source != plan.source {
+        diffs.push(format!(
+            "it was created from {:?}, the request asks for {:?}",
+            v.tags.content_source, plan.source
         ));
     }
     if !plan.size.accepts(v.lv.size) {

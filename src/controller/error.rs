@@ -7,6 +7,7 @@ use crate::lvm::LvmError;
 use crate::target::TargetError;
 
 use super::capacity::CapacityError;
+use super::copy::CopyError;
 use super::params::ParamError;
 use super::resolver::ResolveError;
 use super::volume_id::IdError;
@@ -132,6 +133,83 @@ pub enum ControllerError {
     /// The exports are being rebuilt after start-up; target operations wait for it.
     #[error("the controller is restoring iSCSI exports after start-up; retry shortly")]
     Restoring,
+    /// The volume_content_source names no snapshot or volume of ours.
+    #[error("source {kind} {id} does not exist")]
+    SourceNotFound {
+        /// `snapshot` or `volume`.
+        kind: &'static str,
+        /// Its id.
+        id: String,
+    },
+    /// The content source cannot give a volume of the StorageClass asked for.
+    #[error("cannot create the volume from {id}: {reason}")]
+    SourceIncompatible {
+        /// The source's id.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// The requested size is smaller than the content source.
+    #[error(
+        "the volume would be {size} bytes, smaller than its source {id} ({source_size} bytes)"
+    )]
+    SourceTooLarge {
+        /// The source's id.
+        id: String,
+        /// The source's size.
+        source_size: u64,
+        /// The size the request allows.
+        size: u64,
+    },
+    /// No snapshot of ours has this id.
+    #[error("snapshot {id} does not exist")]
+    SnapshotNotFound {
+        /// The snapshot id.
+        id: String,
+    },
+    /// The CSI snapshot name already belongs to a snapshot of another volume.
+    #[error("snapshot name {name:?} already exists as {id}, a snapshot of {source_volume}")]
+    SnapshotConflict {
+        /// The CSI name.
+        name: String,
+        /// The existing snapshot's id.
+        id: String,
+        /// Its source volume.
+        source_volume: String,
+    },
+    /// A classic snapshot whose COW area filled up: LVM invalidated it and its data is lost.
+    #[error("snapshot {id} is invalid: its copy-on-write area filled up (cowSizePercent too small for the changes made to the volume); delete it")]
+    SnapshotInvalid {
+        /// The snapshot id.
+        id: String,
+    },
+    /// DeleteVolume of a thick volume that has classic snapshots.
+    #[error("volume {id} has snapshots that depend on it ({}): delete them first", .snapshots.join(", "))]
+    HasSnapshots {
+        /// The volume id.
+        id: String,
+        /// The dependent snapshots (or a clone's temporary snapshot).
+        snapshots: Vec<String>,
+    },
+    /// The volume's creation from a source has not finished (its data copy was interrupted).
+    #[error("volume {id} is not ready: its creation from {from} has not finished; repeat CreateVolume to complete it")]
+    NotReady {
+        /// The volume id.
+        id: String,
+        /// The source being copied.
+        from: String,
+    },
+    /// The data copy of a new volume failed (the volume was removed again).
+    #[error("copying the data of volume {id}")]
+    Copy {
+        /// The new volume.
+        id: String,
+        /// The copy failure.
+        source: CopyError,
+    },
+    /// The task running the operation died.
+    #[error("the operation's task failed: {0}")]
+    TaskFailed(String),
     /// An RPC this driver does not offer.
     #[error("{0} is not supported by this driver")]
     Unimplemented(&'static str),

@@ -7,6 +7,9 @@
 //! - [`publish`]: ControllerPublishVolume, ControllerUnpublishVolume.
 //! - [`expand`]: ControllerExpandVolume (lvextend, then the export resized).
 //! - [`query`]: ValidateVolumeCapabilities, ListVolumes, GetCapacity, ControllerGetVolume.
+//! - [`snapshot`]: CreateSnapshot, DeleteSnapshot, ListSnapshots, GetSnapshot.
+//! - [`content_source`]: CreateVolume from a snapshot or a volume; [`copy`]: the block copy
+//!   of thick volumes.
 //! - [`restore`]: rebuild the kernel target from LV tags at start-up.
 //! - [`readiness`]: Probe, answered from a background check of LVM and the target.
 //! - `gauges`: volume, VG and thin pool gauges, refreshed after every change.
@@ -19,6 +22,8 @@
 pub mod capability;
 pub mod capacity;
 pub mod chap_key;
+pub mod content_source;
+pub mod copy;
 pub mod create;
 pub mod error;
 pub mod expand;
@@ -30,6 +35,7 @@ pub mod readiness;
 pub mod resolver;
 pub mod restore;
 pub mod service;
+pub mod snapshot;
 pub mod volume_id;
 
 #[cfg(test)]
@@ -50,6 +56,7 @@ use crate::lvm::{Lv, LvKind, Lvm};
 use crate::ops::{VolumeGuard, VolumeLocks};
 use crate::target::{ExportSpec, TargetBackend};
 use chap_key::ChapKey;
+use copy::BlockCopier;
 use error::Context;
 use resolver::InitiatorResolver;
 use volume_id::VolumeId;
@@ -87,6 +94,8 @@ pub(crate) struct Core {
     restored: AtomicBool,
     /// Set while a gauge refresh is scheduled and has not started reading.
     gauges_scheduled: AtomicBool,
+    /// Copies thick volumes' data (restore from snapshot, clone).
+    copier: Arc<dyn BlockCopier>,
 }
 
 impl Core {
@@ -154,13 +163,17 @@ pub(crate) struct Volume {
 }
 
 impl Volume {
-    /// `lv` as a volume, if it is a thick or thin LV carrying our name tag.
+    /// `lv` as a volume, if it is a thick or thin LV carrying our name tag (and not our
+    /// snapshot tag: a snapshot is never a volume).
     fn from_lv(lv: Lv) -> Option<Volume> {
         if !matches!(lv.kind(), LvKind::Thick | LvKind::Thin) {
             return None;
         }
         let tags = VolumeTags::parse(&lv.tags);
         tags.name.as_ref()?;
+        if tags.snapshot.is_some() {
+            return None;
+        }
         let id = VolumeId::new(&lv.vg, &lv.name).ok()?;
         Some(Volume { id, lv, tags })
     }
@@ -176,14 +189,22 @@ impl Volume {
             capacity_bytes: i64::try_from(self.lv.size).unwrap_or(i64::MAX),
             volume_id: self.id.to_string(),
             volume_context: params::volume_context(self.tags.fs_type.as_deref()),
-            content_source: None,
+            content_source: self
+                .tags
+                .content_source
+                .as_ref()
+                .map(content_source::to_csi),
             accessible_topology: Vec::new(),
         }
     }
 
     /// Whether the volume can serve I/O: its LV must be active (device present) and healthy.
     fn condition(&self) -> csi::VolumeCondition {
-        let problem = if !self.lv.is_active() {
+        let problem = if let Some(from) = &self.tags.copying {
+            Some(format!(
+                "its creation from {from} has not finished (interrupted copy): repeat CreateVolume"
+            ))
+        } else if !self.lv.is_active() {
             Some("the logical volume is not active: its device does not exist".to_string())
         } else if !self.lv.health.is_empty() {
             Some(format!("LVM reports the logical volume {}", self.lv.health))

@@ -127,6 +127,13 @@ impl Core {
             .volume(id)
             .await?
             .ok_or_else(|| ControllerError::VolumeNotFound { id: id.to_string() })?;
+        if let Some(source) = &v.tags.copying {
+            // Its data is incomplete: a node must never see it.
+            return Err(ControllerError::NotReady {
+                id: id.to_string(),
+                from: source.clone(),
+            });
+        }
         let key = plan.key.as_ref().or(self.settings.chap_key.as_ref());
         let wanted = Publication {
             node_id: plan.node_id.clone(),

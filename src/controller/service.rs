@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::csi::controller_server::Controller;
 use crate::csi::controller_service_capability::{rpc, Rpc, Type as CapType};
@@ -16,15 +17,17 @@ use crate::lvm::Lvm;
 use crate::ops::VolumeLocks;
 use crate::target::TargetBackend;
 
-use super::create::{validate_create, validate_delete};
+use super::copy::{BlockCopier, DeviceCopier};
+use super::create::{parse_known, validate_create, validate_delete};
 use super::expand::validate_expand;
 use super::publish::{validate_publish, validate_unpublish};
 use super::resolver::InitiatorResolver;
+use super::snapshot::validate_create_snapshot;
 use super::volume_id::VolumeId;
 use super::{ControllerError, Core, Settings};
 
-/// The capabilities advertised: no snapshots, clones or modification yet.
-pub const CAPABILITIES: [rpc::Type; 10] = [
+/// The capabilities advertised: no modification (VolumeAttributesClass) yet.
+pub const CAPABILITIES: [rpc::Type; 14] = [
     rpc::Type::CreateDeleteVolume,
     rpc::Type::PublishUnpublishVolume,
     rpc::Type::ListVolumes,
@@ -35,6 +38,10 @@ pub const CAPABILITIES: [rpc::Type; 10] = [
     rpc::Type::PublishReadonly,
     rpc::Type::SingleNodeMultiWriter,
     rpc::Type::ExpandVolume,
+    rpc::Type::CreateDeleteSnapshot,
+    rpc::Type::ListSnapshots,
+    rpc::Type::CloneVolume,
+    rpc::Type::GetSnapshot,
 ];
 
 /// The Controller service.
@@ -53,6 +60,17 @@ impl ControllerService {
         resolver: Arc<dyn InitiatorResolver>,
         settings: Settings,
     ) -> Self {
+        Self::with_copier(lvm, target, resolver, settings, Arc::new(DeviceCopier))
+    }
+
+    /// [`Self::new`] with the block copier of thick volumes' data given.
+    pub fn with_copier(
+        lvm: Lvm,
+        target: Arc<dyn TargetBackend>,
+        resolver: Arc<dyn InitiatorResolver>,
+        settings: Settings,
+        copier: Arc<dyn BlockCopier>,
+    ) -> Self {
         ControllerService {
             core: Arc::new(Core {
                 lvm,
@@ -62,6 +80,7 @@ impl ControllerService {
                 locks: VolumeLocks::new(),
                 restored: AtomicBool::new(false),
                 gauges_scheduled: AtomicBool::new(false),
+                copier,
             }),
         }
     }
@@ -94,8 +113,20 @@ impl Controller for ControllerService {
         let core = &self.core;
         reply("CreateVolume", async {
             let plan = validate_create(&req, core.settings.default_volume_group.as_deref())?;
-            let _guard = core.lock(&format!("name:{}", plan.name))?;
-            let volume = core.create_volume(&plan).await?;
+            let guard = core.lock(&format!("name:{}", plan.name))?;
+            // A task of its own, holding the guard: a caller that gives up (a copy of a big
+            // volume outlasts the provisioner's timeout) does not stop the work half-way, and
+            // its retries get ABORTED until the work is done.
+            let worker = Arc::clone(core);
+            let volume = tokio::spawn(
+                async move {
+                    let _guard = guard;
+                    worker.create_volume(&plan).await
+                }
+                .in_current_span(),
+            )
+            .await
+            .map_err(|e| ControllerError::TaskFailed(e.to_string()))??;
             core.refresh_gauges_later();
             tracing::info!(volume_id = %volume.volume_id, capacity = volume.capacity_bytes, "volume ready");
             Ok(CreateVolumeResponse {
@@ -245,43 +276,87 @@ impl Controller for ControllerService {
         )
     }
 
+    #[tracing::instrument(skip_all, fields(
+        name = %request.get_ref().name,
+        source_volume_id = %request.get_ref().source_volume_id,
+    ))]
     async fn create_snapshot(
         &self,
-        _: Request<CreateSnapshotRequest>,
+        request: Request<CreateSnapshotRequest>,
     ) -> Result<Response<CreateSnapshotResponse>, Status> {
+        let req = request.into_inner();
+        let core = &self.core;
         reply(
             "CreateSnapshot",
-            Err(ControllerError::Unimplemented("CreateSnapshot")),
+            async {
+                let plan = validate_create_snapshot(&req)?;
+                let _name = core.lock(&format!("snapshot:{}", plan.name))?;
+                let _source = core.lock(&plan.source.to_string())?;
+                let snapshot = core.create_snapshot(&plan).await?;
+                core.refresh_gauges_later();
+                Ok(CreateSnapshotResponse {
+                    snapshot: Some(snapshot),
+                })
+            }
+            .await,
         )
     }
 
+    #[tracing::instrument(skip_all, fields(snapshot_id = %request.get_ref().snapshot_id))]
     async fn delete_snapshot(
         &self,
-        _: Request<DeleteSnapshotRequest>,
+        request: Request<DeleteSnapshotRequest>,
     ) -> Result<Response<DeleteSnapshotResponse>, Status> {
+        let req = request.into_inner();
+        let core = &self.core;
         reply(
             "DeleteSnapshot",
-            Err(ControllerError::Unimplemented("DeleteSnapshot")),
+            async {
+                if req.snapshot_id.is_empty() {
+                    return Err(ControllerError::Missing("snapshot_id"));
+                }
+                if let Some(id) = parse_known(&req.snapshot_id)? {
+                    let _guard = core.lock(&id.to_string())?;
+                    core.delete_snapshot(&id).await?;
+                }
+                core.refresh_gauges_later();
+                Ok(DeleteSnapshotResponse {})
+            }
+            .await,
         )
     }
 
+    #[tracing::instrument(skip_all)]
     async fn list_snapshots(
         &self,
-        _: Request<ListSnapshotsRequest>,
+        request: Request<ListSnapshotsRequest>,
     ) -> Result<Response<ListSnapshotsResponse>, Status> {
         reply(
             "ListSnapshots",
-            Err(ControllerError::Unimplemented("ListSnapshots")),
+            self.core.list_snapshots(request.get_ref()).await,
         )
     }
 
+    #[tracing::instrument(skip_all, fields(snapshot_id = %request.get_ref().snapshot_id))]
     async fn get_snapshot(
         &self,
-        _: Request<GetSnapshotRequest>,
+        request: Request<GetSnapshotRequest>,
     ) -> Result<Response<GetSnapshotResponse>, Status> {
+        let core = &self.core;
         reply(
             "GetSnapshot",
-            Err(ControllerError::Unimplemented("GetSnapshot")),
+            async {
+                let raw = &request.get_ref().snapshot_id;
+                if raw.is_empty() {
+                    return Err(ControllerError::Missing("snapshot_id"));
+                }
+                let id = parse_known(raw)?
+                    .ok_or_else(|| ControllerError::SnapshotNotFound { id: raw.clone() })?;
+                Ok(GetSnapshotResponse {
+                    snapshot: Some(core.get_snapshot(&id).await?),
+                })
+            }
+            .await,
         )
     }
 

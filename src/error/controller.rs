@@ -44,7 +44,16 @@ pub fn code(err: &ControllerError) -> Code {
             }
             CapacityError::TooLarge(_) | CapacityError::NoFit { .. } => Code::OutOfRange,
         },
-        E::VolumeNotFound { .. } => Code::NotFound,
+        E::VolumeNotFound { .. } | E::SourceNotFound { .. } | E::SnapshotNotFound { .. } => {
+            Code::NotFound
+        }
+        E::SourceIncompatible { .. } => Code::InvalidArgument,
+        E::SourceTooLarge { .. } => Code::OutOfRange,
+        E::SnapshotConflict { .. } => Code::AlreadyExists,
+        E::SnapshotInvalid { .. } | E::HasSnapshots { .. } | E::NotReady { .. } => {
+            Code::FailedPrecondition
+        }
+        E::Copy { .. } | E::TaskFailed(_) => Code::Internal,
         E::Shrink { .. } => Code::OutOfRange,
         E::Resolve { source, .. } => match source.as_ref() {
             ResolveError::NotAnInitiator { .. } => Code::NotFound,

@@ -325,7 +325,15 @@ impl State {
             );
         }
         if snapshot {
-            return self.snapshot(vg, pool.unwrap_or_default(), name, size, tags, readonly, skip);
+            return self.snapshot(
+                vg,
+                pool.unwrap_or_default(),
+                name,
+                size,
+                tags,
+                readonly,
+                skip,
+            );
         }
         match &pool {
             Some(p) if !self.lvs.iter().any(|l| l.vg == vg && &l.name == p) => {
@@ -367,11 +375,7 @@ impl State {
         readonly: bool,
         skip: bool,
     ) -> Output {
-        let Some(o) = self
-            .lvs
-            .iter()
-            .position(|l| l.vg == vg && l.name == origin)
-        else {
+        let Some(o) = self.lvs.iter().position(|l| l.vg == vg && l.name == origin) else {
             return lv_not_found(&format!("{vg}/{origin}"));
         };
         let perm = if readonly { 'r' } else { 'w' };

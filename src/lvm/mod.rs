@@ -187,8 +187,7 @@ impl Lvm {
     /// call. LVM copies no tags from the origin (checked on LVM 2.03.16), so a snapshot never
     /// carries a volume's name or publications.
     pub async fn snapshot(&self, snap: &NewSnapshot) -> Result<(), LvmError> {
-        let mut cmd = Cmd::new("lvcreate")
-            .args(["--yes", "--snapshot", "--name", &snap.name]);
+        let mut cmd = Cmd::new("lvcreate").args(["--yes", "--snapshot", "--name", &snap.name]);
         if let Some(cow) = snap.cow_size {
             // More than the origin can need is reduced by LVM to the maximum usable size.
             cmd = cmd.args(["--size", &format!("{cow}b")]);

@@ -282,7 +282,11 @@ pub fn lv_time(value: &str) -> Result<Option<i64>, ReportError> {
     if value.is_empty() {
         return Ok(None);
     }
-    let bad = || ReportError(format!("lv_time `{value}` is not `YYYY-MM-DD hh:mm:ss +zzzz`"));
+    let bad = || {
+        ReportError(format!(
+            "lv_time `{value}` is not `YYYY-MM-DD hh:mm:ss +zzzz`"
+        ))
+    };
     let mut parts = value.split(' ');
     let (Some(date), Some(time), Some(zone), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -290,7 +294,10 @@ pub fn lv_time(value: &str) -> Result<Option<i64>, ReportError> {
         return Err(bad());
     };
     let numbers = |s: &str, n: usize| -> Option<Vec<i64>> {
-        let v: Vec<i64> = s.split(&['-', ':']).map(|p| p.parse().ok()).collect::<Option<_>>()?;
+        let v: Vec<i64> = s
+            .split(&['-', ':'])
+            .map(|p| p.parse().ok())
+            .collect::<Option<_>>()?;
         (v.len() == n).then_some(v)
     };
     let (Some(d), Some(t)) = (numbers(date, 3), numbers(time, 3)) else {
@@ -434,7 +441,11 @@ mod tests {
     #[test]
     fn parses_snapshots() {
         let lvs = parse_lvs(SNAPSHOT_LVS.as_bytes()).unwrap();
-        assert_eq!(lvs[0].kind(), LvKind::Thick, "an origin is still a thick LV");
+        assert_eq!(
+            lvs[0].kind(),
+            LvKind::Thick,
+            "an origin is still a thick LV"
+        );
         assert_eq!(lvs[0].origin, None);
         assert_eq!(lvs[1].kind(), LvKind::Snapshot);
         assert_eq!(lvs[1].origin.as_deref(), Some("kv"));

@@ -150,7 +150,7 @@ async fn invalid_requests_fail_before_any_command() {
     let mut clone = create_req("a", 0);
     clone.volume_content_source = Some(VolumeContentSource {
         r#type: Some(SourceType::Volume(VolumeSource {
-            volume_id: "csivg/x".into(),
+            volume_id: "csivg/a b".into(),
         })),
     });
     cases.push((clone, Code::InvalidArgument, "volume_content_source"));

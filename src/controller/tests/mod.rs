@@ -7,6 +7,8 @@ mod gauges;
 mod publish;
 mod query;
 mod restore;
+mod snapshot;
+mod source;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,6 +25,7 @@ use crate::target::fake::FakeTarget;
 
 use super::capability::tests::{block, mount};
 use super::chap_key::ChapKey;
+use super::copy::FakeCopier;
 use super::resolver::FakeResolver;
 use super::{ControllerService, Settings};
 
@@ -52,6 +55,7 @@ struct Harness {
     lvm: FakeLvm,
     runner: Arc<FakeRunner>,
     target: Arc<FakeTarget>,
+    copier: Arc<FakeCopier>,
 }
 
 fn settings() -> Settings {
@@ -82,17 +86,20 @@ impl Harness {
         let runner = lvm.runner();
         let target = Arc::new(FakeTarget::new());
         let resolver = FakeResolver::new([("node-1", IQN1), ("node-2", IQN2)]);
-        let svc = ControllerService::new(
+        let copier = Arc::new(FakeCopier::default());
+        let svc = ControllerService::with_copier(
             Lvm::new(runner.clone()),
             target.clone(),
             Arc::new(resolver),
             settings,
+            copier.clone(),
         );
         Harness {
             svc,
             lvm,
             runner,
             target,
+            copier,
         }
     }
 
