@@ -446,6 +446,30 @@ fn storage_class_parameters_are_what_the_controller_accepts() {
     }
 }
 
+#[test]
+fn volume_snapshot_class_parameters_are_what_the_controller_accepts() {
+    let mut seen = 0;
+    for c in valid_cases() {
+        for o in objects_of(c.name) {
+            let Object::VolumeSnapshotClass(class) = o else {
+                continue;
+            };
+            // external-snapshotter strips its own `csi.storage.k8s.io/` keys; the parser
+            // accepts them anyway.
+            let params = class
+                .parameters
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .collect();
+            lvm_iscsi_csi::controller::snapshot::SnapshotParams::parse(&params)
+                .unwrap_or_else(|e| panic!("case `{}`: {:?}: {e}", c.name, class.metadata.name));
+            seen += 1;
+        }
+    }
+    assert!(seen > 0, "no case renders a VolumeSnapshotClass");
+}
+
 /// The (name, namespace) of every Secret a StorageClass names for ControllerPublish.
 fn publish_secrets(objects: &[Object]) -> BTreeSet<(String, String)> {
     objects

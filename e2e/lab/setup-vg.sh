@@ -6,7 +6,8 @@
 #   setup-vg.sh [VG]            (default VG: csivg)
 #
 # Environment:
-#   LAB_VG_SIZE       size of the sparse backing file (default 4G)
+#   LAB_VG_SIZE       size of the sparse backing file (default 8G: room for 1 GiB thick clones,
+#                     which need the source, a COW snapshot of it and the copy at once)
 #   LAB_THINPOOL      name of the thin pool (default pool0); empty: no thin pool
 #   LAB_THINPOOL_SIZE size of the thin pool (default 2G; the rest of the VG stays free for
 #                     thick LVs)
@@ -20,7 +21,7 @@
 set -euo pipefail
 
 VG=${1:-csivg}
-SIZE=${LAB_VG_SIZE:-4G}
+SIZE=${LAB_VG_SIZE:-8G}
 POOL=${LAB_THINPOOL-pool0}
 POOL_SIZE=${LAB_THINPOOL_SIZE:-2G}
 DIR=${LAB_BACKING_DIR:-/run/lab-vg}

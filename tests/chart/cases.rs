@@ -381,6 +381,13 @@ fn non_default_values_reach_the_objects() {
         .expect("a VolumeSnapshotClass");
     assert_eq!(snap.deletion_policy, objects::DeletionPolicy::Retain);
     assert_eq!(snap.metadata.name.as_deref(), Some("fast-snap"));
+    assert_eq!(
+        snap.parameters
+            .as_ref()
+            .and_then(|p| p.get("cowSizePercent"))
+            .map(String::as_str),
+        Some("30")
+    );
     let driver = objects.iter().find_map(|o| match o {
         Object::CSIDriver(d) => Some(d),
         _ => None,
