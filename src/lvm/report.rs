@@ -551,9 +551,12 @@ mod tests {
             pool: None,
             health: String::new(),
             data_percent: None,
+            origin: None,
+            origin_size: None,
+            created: None,
         };
         assert_eq!(lv("owi-a-s---").kind(), LvKind::Thick);
-        assert_eq!(lv("swi-a-s---").kind(), LvKind::Other);
+        assert_eq!(lv("swi-a-s---").kind(), LvKind::Snapshot);
     }
 
     #[test]
