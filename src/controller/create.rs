@@ -172,7 +172,10 @@ impl Core {
         };
         tracing::info!(volume_id = %id, size, thin_pool = ?new.thin_pool, "creating logical volume");
         match self.lvm.create(&new).await {
-            Ok(()) => Ok(created(&id, size, plan)),
+            Ok(()) => {
+                self.tags.put(&id, new.tags);
+                Ok(created(&id, size, plan))
+            }
             Err(LvmError::AlreadyExists { .. }) => match self
                 .lvm
                 .get(id.vg(), id.lv())
@@ -305,6 +308,7 @@ impl Core {
             .remove_export(&iqn)
             .await
             .context(|| format!("removing export {iqn}"))?;
+        self.tags.forget(id);
         match self.lvm.remove(id.vg(), id.lv()).await {
             Ok(()) | Err(LvmError::NotFound { .. }) => {
                 tracing::info!(volume_id = %id, "volume deleted");

@@ -15,6 +15,7 @@
 //! - `gauges`: volume, VG and thin pool gauges, refreshed after every change.
 //! - [`volume_id`], [`params`], [`capability`], [`capacity`]: pure checks of the request.
 //! - [`resolver`]: node id -> initiator IQN; [`chap_key`]: the CHAP master key.
+//! - `tag_cache`: the last known tags of each volume, checked by LVM on every write.
 //! - [`error`]: [`ControllerError`] (mapped to gRPC codes in `crate::error`).
 //!
 //! State lives only in LV tags ([`crate::lvm::tags`]); the kernel target is derived from them.
@@ -36,6 +37,7 @@ pub mod resolver;
 pub mod restore;
 pub mod service;
 pub mod snapshot;
+mod tag_cache;
 pub mod volume_id;
 
 #[cfg(test)]
@@ -96,6 +98,8 @@ pub(crate) struct Core {
     gauges_scheduled: AtomicBool,
     /// Copies thick volumes' data (restore from snapshot, clone).
     copier: Arc<dyn BlockCopier>,
+    /// The last known tags of our volumes.
+    tags: tag_cache::TagCache,
 }
 
 impl Core {
@@ -122,7 +126,12 @@ impl Core {
             .get(id.vg(), id.lv())
             .await
             .context(|| format!("reading volume {id}"))?;
-        Ok(lv.and_then(Volume::from_lv))
+        let v = lv.and_then(Volume::from_lv);
+        match &v {
+            Some(v) => self.tags.put(id, v.lv.tags.clone()),
+            None => self.tags.forget(id),
+        }
+        Ok(v)
     }
 
     /// Every volume of ours, in one `lvs` call.
@@ -132,7 +141,11 @@ impl Core {
             .list()
             .await
             .context(|| "listing logical volumes".to_string())?;
-        Ok(lvs.into_iter().filter_map(Volume::from_lv).collect())
+        let volumes: Vec<Volume> = lvs.into_iter().filter_map(Volume::from_lv).collect();
+        for v in &volumes {
+            self.tags.put(&v.id, v.lv.tags.clone());
+        }
+        Ok(volumes)
     }
 
     /// The target IQN of `id`.

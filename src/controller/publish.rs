@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 
 use crate::csi::{ControllerPublishVolumeRequest, ControllerUnpublishVolumeRequest};
-use crate::lvm::tags::{Auth, Publication};
+use crate::lvm::tags::{Auth, Publication, VolumeTags};
+use crate::lvm::LvmError;
 use crate::target::AclSpec;
 
 use super::capability::{self, Access};
@@ -114,26 +115,129 @@ pub fn publish_context(
     ])
 }
 
+/// The tag change that records a publication, decided from the volume's tags.
+#[derive(Debug)]
+struct Change {
+    /// Tags to add.
+    add: Vec<String>,
+    /// Tags to delete.
+    delete: Vec<String>,
+    /// The LV's tags once changed.
+    after: Vec<String>,
+    /// Initiators of this node's earlier publications that are no longer its initiator.
+    old_initiators: Vec<String>,
+}
+
+impl Change {
+    /// Whether anything is to be written.
+    fn writes(&self) -> bool {
+        !self.add.is_empty() || !self.delete.is_empty()
+    }
+}
+
+/// The LV's tags after deleting `delete` and adding `add`.
+fn tags_after(tags: &[String], add: &[String], delete: &[String]) -> Vec<String> {
+    let mut after: Vec<String> = tags
+        .iter()
+        .filter(|t| !delete.contains(t))
+        .cloned()
+        .collect();
+    after.extend(add.iter().filter(|t| !tags.contains(t)).cloned());
+    after
+}
+
+/// What recording `wanted` on volume `id`, whose LV has `lv_tags`, takes; the publish
+/// conflicts are refused here.
+fn publication_change(
+    id: &VolumeId,
+    lv_tags: &[String],
+    wanted: &Publication,
+) -> Result<Change, ControllerError> {
+    let tags = VolumeTags::parse(lv_tags);
+    if let Some(source) = &tags.copying {
+        // Its data is incomplete: a node must never see it.
+        return Err(ControllerError::NotReady {
+            id: id.to_string(),
+            from: source.clone(),
+        });
+    }
+    let node_id = &wanted.node_id;
+    let mine: Vec<&Publication> = tags
+        .publications
+        .iter()
+        .filter(|p| p.node_id == *node_id)
+        .collect();
+    for p in &mine {
+        if p.readonly != wanted.readonly {
+            return Err(ControllerError::PublishConflict {
+                id: id.to_string(),
+                node_id: node_id.clone(),
+                detail: format!(
+                    "readonly={} (asked readonly={})",
+                    p.readonly, wanted.readonly
+                ),
+            });
+        }
+        if p.multi_node != wanted.multi_node {
+            return Err(ControllerError::PublishConflict {
+                id: id.to_string(),
+                node_id: node_id.clone(),
+                detail: "another access mode (single-node vs multi-node)".into(),
+            });
+        }
+    }
+    let others: Vec<&Publication> = tags
+        .publications
+        .iter()
+        .filter(|p| p.node_id != *node_id)
+        .collect();
+    if !others.is_empty() && (!wanted.multi_node || others.iter().any(|p| !p.multi_node)) {
+        let mut nodes: Vec<String> = others.iter().map(|p| p.node_id.clone()).collect();
+        nodes.sort();
+        nodes.dedup();
+        return Err(ControllerError::PublishedElsewhere {
+            id: id.to_string(),
+            nodes,
+        });
+    }
+    let tag = wanted.to_tag()?;
+    let delete: Vec<String> = mine
+        .iter()
+        .map(|p| p.to_tag())
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .filter(|t| *t != tag)
+        .collect();
+    let add = if lv_tags.contains(&tag) {
+        vec![]
+    } else {
+        vec![tag]
+    };
+    Ok(Change {
+        after: tags_after(lv_tags, &add, &delete),
+        add,
+        delete,
+        old_initiators: mine
+            .iter()
+            .filter(|p| p.initiator != wanted.initiator)
+            .map(|p| p.initiator.clone())
+            .collect(),
+    })
+}
+
 impl Core {
     /// Publishes `plan.id` to the node whose initiator is `initiator`; returns
     /// publish_context. Repeating it returns the same context.
+    ///
+    /// One LVM command when the volume's tags are known (`tag_cache`): the tag write,
+    /// made only if the tags are still what they were; else (or when nothing is to be
+    /// written) the LV is read first.
     pub(crate) async fn publish(
         &self,
         plan: &PublishPlan,
         initiator: &str,
     ) -> Result<HashMap<String, String>, ControllerError> {
         let id = &plan.id;
-        let v = self
-            .volume(id)
-            .await?
-            .ok_or_else(|| ControllerError::VolumeNotFound { id: id.to_string() })?;
-        if let Some(source) = &v.tags.copying {
-            // Its data is incomplete: a node must never see it.
-            return Err(ControllerError::NotReady {
-                id: id.to_string(),
-                from: source.clone(),
-            });
-        }
         let key = plan.key.as_ref().or(self.settings.chap_key.as_ref());
         let wanted = Publication {
             node_id: plan.node_id.clone(),
@@ -142,69 +246,30 @@ impl Core {
             multi_node: plan.access.multi_node,
             readonly: plan.readonly,
         };
-        let mine: Vec<&Publication> = v
-            .tags
-            .publications
-            .iter()
-            .filter(|p| p.node_id == plan.node_id)
-            .collect();
-        for p in &mine {
-            if p.readonly != wanted.readonly {
-                return Err(ControllerError::PublishConflict {
-                    id: id.to_string(),
-                    node_id: plan.node_id.clone(),
-                    detail: format!(
-                        "readonly={} (asked readonly={})",
-                        p.readonly, wanted.readonly
-                    ),
-                });
-            }
-            if p.multi_node != wanted.multi_node {
-                return Err(ControllerError::PublishConflict {
-                    id: id.to_string(),
-                    node_id: plan.node_id.clone(),
-                    detail: "another access mode (single-node vs multi-node)".into(),
-                });
-            }
-        }
-        let others: Vec<&Publication> = v
-            .tags
-            .publications
-            .iter()
-            .filter(|p| p.node_id != plan.node_id)
-            .collect();
-        if !others.is_empty() && (!wanted.multi_node || others.iter().any(|p| !p.multi_node)) {
-            let mut nodes: Vec<String> = others.iter().map(|p| p.node_id.clone()).collect();
-            nodes.sort();
-            nodes.dedup();
-            return Err(ControllerError::PublishedElsewhere {
-                id: id.to_string(),
-                nodes,
-            });
-        }
-
+        let what = || format!("recording the publication of {id} to node {}", plan.node_id);
         // The intent first: if anything below fails, restore (or the retry) finishes it.
-        let tag = wanted.to_tag()?;
-        let stale: Vec<String> = mine
-            .iter()
-            .map(|p| p.to_tag())
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .filter(|t| *t != tag)
-            .collect();
-        if !v.lv.tags.contains(&tag) || !stale.is_empty() {
-            let add = if v.lv.tags.contains(&tag) {
-                vec![]
-            } else {
-                vec![tag]
-            };
-            self.lvm
-                .change_tags(id.vg(), id.lv(), &add, &stale)
-                .await
-                .context(|| {
-                    format!("recording the publication of {id} to node {}", plan.node_id)
-                })?;
+        let mut change = None;
+        if let Some(cached) = self.tags.get(id) {
+            if let Ok(c) = publication_change(id, &cached, &wanted) {
+                if c.writes() && self.write_if_unchanged(id, &cached, &c).await {
+                    change = Some(c);
+                }
+            }
         }
+        let change = match change {
+            Some(c) => c,
+            None => {
+                let v = self
+                    .volume(id)
+                    .await?
+                    .ok_or_else(|| ControllerError::VolumeNotFound { id: id.to_string() })?;
+                let c = publication_change(id, &v.lv.tags, &wanted)?;
+                if c.writes() {
+                    self.write_tags(id, &c).await.context(what)?;
+                }
+                c
+            }
+        };
 
         let spec = self.export_spec(id);
         self.target
@@ -225,16 +290,11 @@ impl Core {
             .await
             .context(|| format!("allowing initiator {initiator} on {}", spec.iqn))?;
         // The node's initiator changed (reinstalled host): the old one loses access.
-        for old in mine.iter().filter(|p| p.initiator != initiator) {
+        for old in &change.old_initiators {
             self.target
-                .remove_acl(&spec.iqn, &old.initiator)
+                .remove_acl(&spec.iqn, old)
                 .await
-                .context(|| {
-                    format!(
-                        "removing the old initiator {} from {}",
-                        old.initiator, spec.iqn
-                    )
-                })?;
+                .context(|| format!("removing the old initiator {old} from {}", spec.iqn))?;
         }
         tracing::info!(volume_id = %id, node_id = %plan.node_id, initiator, iqn = %spec.iqn, "volume published");
         Ok(publish_context(
@@ -245,44 +305,78 @@ impl Core {
         ))
     }
 
+    /// Writes `change` if the tags of `id` are still `cached`: `true` when written. On
+    /// `false` the caller reads the LV and decides again.
+    async fn write_if_unchanged(&self, id: &VolumeId, cached: &[String], change: &Change) -> bool {
+        let written = self
+            .lvm
+            .change_tags_if(id.vg(), id.lv(), &change.add, &change.delete, cached)
+            .await;
+        match written {
+            Ok(true) => {
+                self.tags.put(id, change.after.clone());
+                return true;
+            }
+            Ok(false) => {
+                tracing::debug!(volume_id = %id, "the tags changed since this process saw them: reading them")
+            }
+            Err(e) => {
+                tracing::debug!(volume_id = %id, error = %crate::error::full_message(&e), "conditional tag write failed: reading the volume")
+            }
+        }
+        self.tags.forget(id);
+        false
+    }
+
+    /// Writes `change` (decided from a fresh read of the LV).
+    async fn write_tags(&self, id: &VolumeId, change: &Change) -> Result<(), LvmError> {
+        let written = self
+            .lvm
+            .change_tags(id.vg(), id.lv(), &change.add, &change.delete)
+            .await;
+        match &written {
+            Ok(()) => self.tags.put(id, change.after.clone()),
+            Err(_) => self.tags.forget(id),
+        }
+        written
+    }
+
     /// Removes the publication of `id` to `node_id`: ACL, then tag, then the export when no
     /// publication is left. An unknown volume or node is success.
+    ///
+    /// With the volume's tags known (`tag_cache`), the tag is deleted without reading the LV
+    /// first, only if the tags are still what they were; anything else reads the LV.
     pub(crate) async fn unpublish(
         &self,
         id: &VolumeId,
         node_id: &str,
     ) -> Result<(), ControllerError> {
+        if let Some(cached) = self.tags.get(id) {
+            if self.unpublish_known(id, node_id, &cached).await? {
+                return Ok(());
+            }
+        }
         let Some(v) = self.volume(id).await? else {
             tracing::info!(volume_id = %id, "volume does not exist: nothing to unpublish");
             return Ok(());
         };
-        let (mine, rest): (Vec<&Publication>, Vec<&Publication>) = v
-            .tags
-            .publications
-            .iter()
-            .partition(|p| p.node_id == node_id);
+        let (mine, rest) = split(&v.tags, node_id);
         if mine.is_empty() && !rest.is_empty() {
             tracing::info!(volume_id = %id, node_id, "volume is not published to this node");
             return Ok(());
         }
         self.check_restored()?;
         let iqn = self.iqn(id);
-        for p in &mine {
-            if rest.iter().any(|r| r.initiator == p.initiator) {
-                continue;
-            }
-            self.target
-                .remove_acl(&iqn, &p.initiator)
-                .await
-                .context(|| format!("removing initiator {} from {iqn}", p.initiator))?;
-        }
+        self.remove_acls(&iqn, &mine, &rest).await?;
         if !mine.is_empty() {
-            let tags = mine
-                .iter()
-                .map(|p| p.to_tag())
-                .collect::<Result<Vec<_>, _>>()?;
-            self.lvm
-                .change_tags(id.vg(), id.lv(), &[], &tags)
+            let delete = tags_of(&mine)?;
+            let change = Change {
+                after: tags_after(&v.lv.tags, &[], &delete),
+                add: vec![],
+                delete,
+                old_initiators: vec![],
+            };
+            self.write_tags(id, &change)
                 .await
                 .context(|| format!("removing the publication of {id} to node {node_id}"))?;
         }
@@ -295,4 +389,74 @@ impl Core {
         tracing::info!(volume_id = %id, node_id, "volume unpublished");
         Ok(())
     }
+
+    /// Unpublishes from the cached tags `cached`: `true` when done, `false` when the LV must
+    /// be read (nothing to delete per the cache, or the tags changed meanwhile).
+    async fn unpublish_known(
+        &self,
+        id: &VolumeId,
+        node_id: &str,
+        cached: &[String],
+    ) -> Result<bool, ControllerError> {
+        let tags = VolumeTags::parse(cached);
+        let (mine, rest) = split(&tags, node_id);
+        if mine.is_empty() {
+            // An answer without a write is only given from a fresh read.
+            return Ok(false);
+        }
+        self.check_restored()?;
+        let iqn = self.iqn(id);
+        // Taking access away first is safe even if the cache is stale.
+        self.remove_acls(&iqn, &mine, &rest).await?;
+        let delete = tags_of(&mine)?;
+        let change = Change {
+            after: tags_after(cached, &[], &delete),
+            add: vec![],
+            delete,
+            old_initiators: vec![],
+        };
+        if !self.write_if_unchanged(id, cached, &change).await {
+            return Ok(false);
+        }
+        if rest.is_empty() {
+            self.target
+                .remove_export(&iqn)
+                .await
+                .context(|| format!("removing export {iqn}"))?;
+        }
+        tracing::info!(volume_id = %id, node_id, "volume unpublished");
+        Ok(true)
+    }
+
+    /// Removes the ACLs of the publications `mine`, except initiators `rest` still uses.
+    async fn remove_acls(
+        &self,
+        iqn: &str,
+        mine: &[&Publication],
+        rest: &[&Publication],
+    ) -> Result<(), ControllerError> {
+        for p in mine {
+            if rest.iter().any(|r| r.initiator == p.initiator) {
+                continue;
+            }
+            self.target
+                .remove_acl(iqn, &p.initiator)
+                .await
+                .context(|| format!("removing initiator {} from {iqn}", p.initiator))?;
+        }
+        Ok(())
+    }
+}
+
+/// The publications of `tags` to `node_id`, and the others.
+fn split<'a>(tags: &'a VolumeTags, node_id: &str) -> (Vec<&'a Publication>, Vec<&'a Publication>) {
+    tags.publications.iter().partition(|p| p.node_id == node_id)
+}
+
+/// The tags of publications `ps`.
+fn tags_of(ps: &[&Publication]) -> Result<Vec<String>, ControllerError> {
+    Ok(ps
+        .iter()
+        .map(|p| p.to_tag())
+        .collect::<Result<Vec<_>, _>>()?)
 }

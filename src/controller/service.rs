@@ -81,6 +81,7 @@ impl ControllerService {
                 restored: AtomicBool::new(false),
                 gauges_scheduled: AtomicBool::new(false),
                 copier,
+                tags: Default::default(),
             }),
         }
     }

@@ -497,6 +497,15 @@ impl State {
         else {
             return lv_not_found(target);
         };
+        let selected = options
+            .chunks(2)
+            .all(|pair| match (pair[0].as_str(), pair.get(1)) {
+                ("--select", Some(expr)) => has_exactly(&lv.tags, expr),
+                _ => true,
+            });
+        if !selected {
+            return Output::ok("");
+        }
         for pair in options.chunks(2) {
             match (pair[0].as_str(), pair.get(1)) {
                 ("--addtag", Some(t)) if !lv.tags.contains(t) => lv.tags.push(t.clone()),
@@ -504,8 +513,24 @@ impl State {
                 _ => {}
             }
         }
-        Output::ok("")
+        Output::ok(format!("  Logical volume {target} changed.\n"))
     }
+}
+
+/// Whether `tags` are exactly the set of the selection `lv_tags=["a","b"]` (the only form the
+/// driver uses); any other selection matches nothing.
+fn has_exactly(tags: &[String], expr: &str) -> bool {
+    let Some(list) = expr
+        .strip_prefix("lv_tags=[")
+        .and_then(|r| r.strip_suffix(']'))
+    else {
+        return false;
+    };
+    let mut want: Vec<&str> = list.split(',').map(|t| t.trim_matches('"')).collect();
+    let mut have: Vec<&str> = tags.iter().map(String::as_str).collect();
+    want.sort_unstable();
+    have.sort_unstable();
+    want == have
 }
 
 fn vg_not_found(vg: &str) -> Output {

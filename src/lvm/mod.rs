@@ -205,6 +205,42 @@ impl Lvm {
         self.output(&cmd).await.map(drop)
     }
 
+    /// [`Self::change_tags`] only if the LV's tags are exactly `expected` (any order), checked
+    /// by LVM under its VG lock (`--select lv_tags=[...]`): `true` when LVM changed the LV,
+    /// `false` when its tags were different and nothing was written.
+    pub async fn change_tags_if(
+        &self,
+        vg: &str,
+        name: &str,
+        add: &[String],
+        delete: &[String],
+        expected: &[String],
+    ) -> Result<bool, LvmError> {
+        if expected.is_empty() {
+            // `lv_tags=[]` is not a selection LVM accepts; our volumes always carry tags.
+            return Ok(false);
+        }
+        let mut cmd = Cmd::new("lvchange");
+        for tag in add {
+            cmd = cmd.args(["--addtag", tag]);
+        }
+        for tag in delete {
+            cmd = cmd.args(["--deltag", tag]);
+        }
+        // Tags have no quotes or commas (LVM's tag alphabet), so quoting each is exact.
+        let list: Vec<String> = expected.iter().map(|t| format!("\"{t}\"")).collect();
+        let cmd = cmd
+            .arg("--select")
+            .arg(format!("lv_tags=[{}]", list.join(",")))
+            .arg(format!("{vg}/{name}"));
+        let out = self.output(&cmd).await?;
+        // LVM says so for every LV it changed; an LV the selection left out gets nothing.
+        let changed = format!("Logical volume {vg}/{name} changed.");
+        Ok(String::from_utf8_lossy(&out)
+            .lines()
+            .any(|l| l.trim() == changed))
+    }
+
     async fn lvs(&self, selection: &[&str]) -> Result<Vec<Lv>, LvmError> {
         let cmd = Cmd::new("lvs")
             .args(report_args(report::LV_FIELDS))
@@ -373,6 +409,45 @@ mod tests {
             "lvs --reportformat json --units b --nosuffix -o vg_name,lv_name,lv_size,lv_attr,\
              lv_tags,pool_lv,data_percent,lv_health_status,origin,origin_size,lv_time,\
              vg_extent_size,vg_free csivg"
+        );
+    }
+
+    #[tokio::test]
+    async fn change_tags_if_tells_whether_lvm_changed_the_lv() {
+        // What LVM 2.03.16 printed in the lab: the line when the selection matched, nothing
+        // (and exit 0) when it did not.
+        let (lvm, fake) = fake_lvm(|argv| {
+            if argv.iter().any(|a| a.contains("\"n=1\",\"p=2\"")) {
+                Output::ok("  Logical volume csivg/pvc-1 changed.\n")
+            } else {
+                Output::ok("")
+            }
+        });
+        let expected = ["n=1".to_string(), "p=2".to_string()];
+        assert!(lvm
+            .change_tags_if(
+                "csivg",
+                "pvc-1",
+                &["a=1".into()],
+                &["p=2".into()],
+                &expected
+            )
+            .await
+            .unwrap());
+        assert!(!lvm
+            .change_tags_if("csivg", "pvc-1", &["a=1".into()], &[], &expected[..1])
+            .await
+            .unwrap());
+        assert!(!lvm
+            .change_tags_if("csivg", "pvc-1", &["a=1".into()], &[], &[])
+            .await
+            .unwrap());
+        assert_eq!(
+            fake.calls(),
+            [
+                r#"lvchange --addtag a=1 --deltag p=2 --select lv_tags=["n=1","p=2"] csivg/pvc-1"#,
+                r#"lvchange --addtag a=1 --select lv_tags=["n=1"] csivg/pvc-1"#
+            ]
         );
     }
 

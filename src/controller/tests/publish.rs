@@ -341,3 +341,103 @@ async fn unpublish_cleans_an_export_left_without_publications() {
     h.unpublish(&id, "node-1").await.unwrap();
     assert!(h.target.exports().is_empty());
 }
+
+/// The LVM commands run since the last `clear`, as program and (for lvchange) whether it
+/// was conditional.
+fn lvm_commands(h: &Harness) -> Vec<String> {
+    h.runner
+        .calls()
+        .iter()
+        .map(|c| {
+            let program = c.split(' ').next().unwrap_or_default();
+            if program == "lvchange" && c.contains(" --select ") {
+                "lvchange --select".to_string()
+            } else {
+                program.to_string()
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn publish_and_unpublish_of_known_tags_are_one_conditional_lvchange() {
+    let h = Harness::new().await;
+    let id = volume(&h, "pvc-1").await;
+    h.runner.clear();
+    h.publish(publish_req(&id, "node-1")).await.unwrap();
+    assert_eq!(lvm_commands(&h), ["lvchange --select"]);
+    assert_eq!(pubs(&h, "pvc-1"), ["node-1"]);
+    assert!(h
+        .target
+        .exports()
+        .contains_key("iqn.2026-11.io.csi.lvm-iscsi:csivg.pvc-1"));
+    // A repeat writes nothing, so it reads the LV: the answer comes from LVM itself.
+    h.runner.clear();
+    h.publish(publish_req(&id, "node-1")).await.unwrap();
+    assert_eq!(lvm_commands(&h), ["lvs"]);
+    h.runner.clear();
+    h.unpublish(&id, "node-1").await.unwrap();
+    assert_eq!(lvm_commands(&h), ["lvchange --select"]);
+    assert!(pubs(&h, "pvc-1").is_empty());
+    assert!(h.target.exports().is_empty());
+    // A repeat reads, finds nothing to do.
+    h.runner.clear();
+    h.unpublish(&id, "node-1").await.unwrap();
+    assert_eq!(lvm_commands(&h), ["lvs"]);
+}
+
+#[tokio::test]
+async fn a_publication_the_cache_missed_still_refuses_a_second_node() {
+    let h = Harness::new().await;
+    let id = volume(&h, "pvc-1").await;
+    // Another controller process (or an administrator) published it to node-2.
+    let other = format!("lvm-iscsi-csi/pub=node-2/{IQN2}/none/single/rw");
+    h.lvm
+        .edit("csivg", "pvc-1", |lv| lv.tags.push(other.clone()));
+    h.runner.clear();
+    let err = h.publish(publish_req(&id, "node-1")).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    assert_eq!(
+        lvm_commands(&h),
+        ["lvchange --select", "lvs"],
+        "the conditional write did nothing, the read refused"
+    );
+    assert_eq!(pubs(&h, "pvc-1"), ["node-2"]);
+    assert!(h.target.exports().is_empty());
+    // Now known: the refusal comes from the read alone.
+    h.runner.clear();
+    let err = h.publish(publish_req(&id, "node-1")).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+}
+
+#[tokio::test]
+async fn an_unpublish_with_stale_tags_reads_and_does_the_rest() {
+    let h = Harness::new().await;
+    let id = volume(&h, "pvc-1").await;
+    h.publish(publish_req(&id, "node-1")).await.unwrap();
+    // Someone added a tag behind this process's back.
+    h.lvm
+        .edit("csivg", "pvc-1", |lv| lv.tags.push("owner=dba".into()));
+    h.runner.clear();
+    h.unpublish(&id, "node-1").await.unwrap();
+    assert_eq!(lvm_commands(&h), ["lvchange --select", "lvs", "lvchange"]);
+    assert!(pubs(&h, "pvc-1").is_empty());
+    assert!(h
+        .lvm
+        .lv("csivg", "pvc-1")
+        .unwrap()
+        .tags
+        .contains(&"owner=dba".to_string()));
+    assert!(h.target.exports().is_empty());
+}
+
+#[tokio::test]
+async fn after_a_restart_the_restored_tags_are_known() {
+    let h = Harness::new().await;
+    let id = volume(&h, "pvc-1").await;
+    h.publish(publish_req(&id, "node-1")).await.unwrap();
+    let again = Harness::with(settings(), h.lvm.clone()).await;
+    again.unpublish(&id, "node-1").await.unwrap();
+    assert_eq!(lvm_commands(&again), ["lvchange --select"]);
+    assert!(pubs(&again, "pvc-1").is_empty());
+}
