@@ -407,8 +407,7 @@ mod tests {
         assert_eq!(
             fake.calls()[0],
             "lvs --reportformat json --units b --nosuffix -o vg_name,lv_name,lv_size,lv_attr,\
-             lv_tags,pool_lv,data_percent,lv_health_status,origin,origin_size,lv_time,\
-             vg_extent_size,vg_free csivg"
+             lv_tags,pool_lv,origin,origin_size,lv_time,vg_extent_size,vg_free csivg"
         );
     }
 

@@ -10,10 +10,12 @@ pub const LV_FIELDS: &str = "vg_name,lv_name,lv_size,lv_attr,lv_tags,pool_lv,dat
 /// The `vgs -o` columns this driver reads.
 pub const VG_FIELDS: &str = "vg_name,vg_size,vg_free,vg_extent_size";
 
-/// [`LV_FIELDS`] plus the VG's extent size and free bytes, repeated on every row: one `lvs`
-/// of a VG then answers what `vgs` would (as long as the VG has an LV).
-pub const LV_VG_FIELDS: &str = "vg_name,lv_name,lv_size,lv_attr,lv_tags,pool_lv,data_percent,\
-     lv_health_status,origin,origin_size,lv_time,vg_extent_size,vg_free";
+/// The columns CreateVolume reads of a VG's LVs, plus the VG's extent size and free bytes
+/// repeated on every row: one `lvs` of a VG then answers what `vgs` would (as long as the VG
+/// has an LV). Without `data_percent` and `lv_health_status`, which cost LVM a device-mapper
+/// status call per LV and which creating a volume does not need.
+pub const LV_VG_FIELDS: &str = "vg_name,lv_name,lv_size,lv_attr,lv_tags,pool_lv,origin,\
+     origin_size,lv_time,vg_extent_size,vg_free";
 
 /// What kind of LV a row is (first character of `lv_attr`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -497,8 +499,9 @@ mod tests {
         assert!(!lvs[0].is_active());
     }
 
-    /// Captured in the lab (LVM 2.03.16): `lvs -o LV_VG_FIELDS csivg` with a thin pool, a
-    /// thick and a thin volume of the driver's; then the same of a VG without LVs.
+    /// Captured in the lab (LVM 2.03.16): `lvs -o LV_VG_FIELDS,data_percent,lv_health_status
+    /// csivg` (the two extra columns parse too) with a thin pool, a thick and a thin volume
+    /// of the driver's; then the same of a VG without LVs.
     const VG_LVS: &str = r#"  {
       "report": [
           {
