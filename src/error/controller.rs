@@ -265,6 +265,74 @@ mod tests {
         );
     }
 
+    /// Snapshots and content sources: the codes the spec names for them.
+    #[test]
+    fn snapshot_and_source_codes() {
+        use ControllerError as E;
+        let cases = [
+            (
+                E::SourceNotFound {
+                    kind: "snapshot",
+                    id: "vg/snap.s".into(),
+                },
+                Code::NotFound,
+            ),
+            (
+                E::SnapshotNotFound {
+                    id: "vg/snap.s".into(),
+                },
+                Code::NotFound,
+            ),
+            (
+                E::SourceIncompatible {
+                    id: "vg/a".into(),
+                    reason: "thin".into(),
+                },
+                Code::InvalidArgument,
+            ),
+            (
+                E::SourceTooLarge {
+                    id: "vg/a".into(),
+                    source_size: 2,
+                    size: 1,
+                },
+                Code::OutOfRange,
+            ),
+            (
+                E::SnapshotConflict {
+                    name: "s".into(),
+                    id: "vg/snap.s".into(),
+                    source_volume: "vg/a".into(),
+                },
+                Code::AlreadyExists,
+            ),
+            (
+                E::SnapshotInvalid {
+                    id: "vg/snap.s".into(),
+                },
+                Code::FailedPrecondition,
+            ),
+            (
+                E::HasSnapshots {
+                    id: "vg/a".into(),
+                    snapshots: vec!["vg/snap.s".into()],
+                },
+                Code::FailedPrecondition,
+            ),
+            (
+                E::NotReady {
+                    id: "vg/b".into(),
+                    from: "vg/a".into(),
+                },
+                Code::FailedPrecondition,
+            ),
+            (E::TaskFailed("panicked".into()), Code::Internal),
+        ];
+        for (err, want) in cases {
+            assert_eq!(code(&err), want, "{err}");
+        }
+    }
+
     #[test]
     fn message_is_the_whole_chain() {
         let status = Status::from(lvm(LvmError::Command(cmd_failed())));
