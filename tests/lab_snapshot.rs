@@ -298,6 +298,14 @@ async fn snapshot_restore_clone(thin: bool) {
     let (vb, db) = s.attach(&b, "b").await;
     assert_eq!(sum(&s.pod("b").join("data.bin")), old, "restored data");
     assert_eq!(lab_mkfs(&s, &vb), 0, "the restored filesystem was kept");
+    // NodeStage grew the 64 MiB filesystem to the 96 MiB volume (kubelet calls no
+    // NodeExpandVolume for a restore).
+    let st = nix::sys::statvfs::statvfs(&s.pod("b")).expect("statvfs of the restored volume");
+    let total = st.blocks() * st.fragment_size();
+    assert!(
+        total > 80 << 20,
+        "restored filesystem is {total} bytes, not grown to 96 MiB"
+    );
 
     // Clone: the current data, independent afterwards.
     must(&["sync"]);

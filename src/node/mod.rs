@@ -21,6 +21,7 @@ pub mod fs;
 pub mod iscsi;
 pub mod mount;
 pub mod state;
+pub mod superblock;
 
 mod expand;
 mod publish;

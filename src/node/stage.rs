@@ -29,6 +29,7 @@ use super::fs::{Content, FsType};
 use super::iscsi::{Login, Portal};
 use super::mount::{MountEntry, MountOptions};
 use super::state::{StageRecord, StateError};
+use super::superblock;
 use super::{resolve, NodeService};
 
 impl NodeService {
@@ -259,12 +260,15 @@ impl NodeService {
         read_only: bool,
     ) -> Result<(), NodeError> {
         let device = disk.path.display().to_string();
-        match self.fs.probe(&disk.path).await? {
+        let existing = match self.fs.probe(&disk.path).await? {
             Content::Blank if read_only => {
                 return Err(NodeError::UnformattedReadOnly { device });
             }
-            Content::Blank => self.fs.mkfs(&disk.path, fs).await?,
-            Content::Filesystem(found) if found == fs.name() => {}
+            Content::Blank => {
+                self.fs.mkfs(&disk.path, fs).await?;
+                false
+            }
+            Content::Filesystem(found) if found == fs.name() => true,
             Content::Filesystem(found) => {
                 return Err(NodeError::WrongContent {
                     device,
@@ -279,7 +283,7 @@ impl NodeService {
                     wanted: fs.name().into(),
                 })
             }
-        }
+        };
         tokio::fs::create_dir_all(staging)
             .await
             .map_err(NodeError::io("create directory", staging))?;
@@ -297,6 +301,38 @@ impl NodeService {
             .mount_fs(&disk.path, staging, fs.name(), flags, &data.join(","))
             .await?;
         tracing::info!(device = %device, staging = %staging.display(), %fs, read_only, "mounted");
+        if existing && !read_only {
+            if let Err(e) = self.grow_to_disk(disk, staging, fs).await {
+                // Unmounted again, so that the retry grows it rather than finding it staged.
+                self.unmount_all(staging).await?;
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Grows an existing filesystem that is smaller than its disk: a volume restored or
+    /// cloned into a larger size, or expanded while it was not staged, gets the size the pod
+    /// asked for (kubelet calls NodeExpandVolume only for an expansion of the claim).
+    async fn grow_to_disk(
+        &self,
+        disk: &BlockDevice,
+        staging: &Path,
+        fs: FsType,
+    ) -> Result<(), NodeError> {
+        let disk_size = self.sysfs.size_bytes(&disk.name)?.unwrap_or(0);
+        let fs_size = match superblock::read_size(&disk.path, fs).await {
+            Ok(Some(size)) => size,
+            Ok(None) => {
+                tracing::warn!(device = %disk.path.display(), %fs, "no superblock found where blkid found one; not growing the filesystem");
+                return Ok(());
+            }
+            Err(e) => return Err(NodeError::io("read the superblock of", &disk.path)(e)),
+        };
+        if fs_size + superblock::GROW_SLACK < disk_size {
+            tracing::info!(device = %disk.path.display(), fs_size, disk_size, "filesystem smaller than its disk: growing it");
+            self.fs.grow(&disk.path, staging, fs).await?;
+        }
         Ok(())
     }
 

@@ -107,7 +107,17 @@ impl FakeSysfs {
             &format!("../../{rel}/block/{name}"),
             &self.sys().join("dev/block").join(num.to_string()),
         );
-        write(&self.dev_path(name), "");
+        // Kept when a test has put content (a superblock) there before the login.
+        if !self.dev_path(name).exists() {
+            write(&self.dev_path(name), "");
+        }
+    }
+
+    /// Puts `content` on disk `name`'s device node, as if written to the disk.
+    pub fn set_dev_content(&self, name: &str, content: &[u8]) {
+        let path = self.dev_path(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
     }
 
     /// Removes disk `name` as `echo 1 > delete` does.

@@ -74,6 +74,8 @@ struct World {
     racing_logins: Vec<Option<&'static str>>,
     /// Logouts fail (exit 1).
     logout_fails: bool,
+    /// resize2fs and xfs_growfs fail (exit 1).
+    grow_fails: bool,
 }
 
 /// iscsiadm as the node service sees it: the fake, with each node record edit (`-o`)
@@ -249,6 +251,7 @@ fn tools(argv: &[String], w: &mut World, sysfs: &FakeSysfs) -> Output {
             sysfs.set_read_only(name);
             Output::ok("")
         }
+        "resize2fs" | "xfs_growfs" if w.grow_fails => Output::failed(1, "Permission denied\n"),
         "blockdev" | "resize2fs" | "xfs_growfs" => Output::ok(""),
         _ => Output::failed(127, "no such tool"),
     }

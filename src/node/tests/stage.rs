@@ -103,6 +103,46 @@ async fn an_existing_filesystem_is_kept_and_xfs_mounts_with_nouuid() {
 }
 
 #[tokio::test]
+async fn an_existing_filesystem_smaller_than_its_disk_is_grown_once_mounted() {
+    // The fixture's disks are 96 MiB; the superblocks say 64 MiB (a volume restored from a
+    // snapshot into a larger size), then 96 MiB (already grown).
+    for (superblock, grows) in [
+        (&include_bytes!("../testdata/sb_ext4.bin")[..], true),
+        (&include_bytes!("../testdata/sb_ext4_grown.bin")[..], false),
+    ] {
+        let f = Fixture::new();
+        f.set_content(&A, "ext4");
+        f.sysfs.set_dev_content(A.disk, superblock);
+        f.stage(f.stage_req(&A, "ext4", Mode::SingleNodeWriter))
+            .await
+            .unwrap();
+        let resize = format!("resize2fs {}", f.sysfs.dev_path(A.disk).display());
+        assert_eq!(
+            f.tools.calls().contains(&resize),
+            grows,
+            "{:?}",
+            f.tools.calls()
+        );
+        assert_eq!(f.mounter.table().len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn a_failed_grow_unmounts_so_that_the_retry_grows() {
+    let f = Fixture::new();
+    f.set_content(&A, "ext4");
+    f.sysfs
+        .set_dev_content(A.disk, include_bytes!("../testdata/sb_ext4.bin"));
+    f.world.lock().unwrap().grow_fails = true;
+    assert_eq!(
+        f.stage(f.stage_req(&A, "ext4", Mode::SingleNodeWriter))
+            .await,
+        Err(Code::Internal)
+    );
+    assert!(f.mounter.table().is_empty());
+}
+
+#[tokio::test]
 async fn a_device_holding_something_else_is_never_formatted() {
     for (content, wanted) in [("xfs", "ext4"), ("dos", "ext4"), ("ext4", "xfs")] {
         let f = Fixture::new();
