@@ -29,6 +29,7 @@ pub mod create;
 pub mod error;
 pub mod expand;
 mod gauges;
+mod page;
 pub mod params;
 pub mod publish;
 pub mod query;

@@ -12,6 +12,7 @@ use super::capability;
 use super::capacity::thin_headroom;
 use super::create::parse_known;
 use super::error::Context;
+use super::page::page;
 use super::params::{self, Params};
 use super::volume_id::VolumeId;
 use super::{ControllerError, Core, Volume};
@@ -102,50 +103,27 @@ impl Core {
         None
     }
 
-    /// ListVolumes: volumes sorted by id; the token is the last id of the previous page.
-    /// A token that is not a volume id is ABORTED; one whose volume has since been deleted
-    /// still works (the listing continues after it), as csi-sanity's pagination test expects.
+    /// ListVolumes: volumes sorted by id, paged by [`page`].
     pub(crate) async fn list_volumes(
         &self,
         req: &ListVolumesRequest,
     ) -> Result<ListVolumesResponse, ControllerError> {
-        let max = usize::try_from(req.max_entries).map_err(|_| ControllerError::Invalid {
-            field: "max_entries",
-            reason: format!("{} is negative", req.max_entries),
-        })?;
-        let after = if req.starting_token.is_empty() {
-            None
-        } else {
-            Some(
-                req.starting_token
-                    .parse::<VolumeId>()
-                    .map_err(|_| ControllerError::BadToken(req.starting_token.clone()))?,
-            )
-        };
-        let mut volumes = self.volumes().await?;
-        volumes.sort_by(|a, b| a.id.cmp(&b.id));
-        let mut rest = volumes
+        let (page, next_token) = page(
+            self.volumes().await?,
+            |v| &v.id,
+            req.max_entries,
+            &req.starting_token,
+        )?;
+        let entries = page
             .into_iter()
-            .filter(|v| after.as_ref().is_none_or(|t| v.id > *t))
-            .peekable();
-        let mut entries = Vec::new();
-        while let Some(v) = rest.next_if(|_| max == 0 || entries.len() < max) {
-            entries.push(list_volumes_response::Entry {
+            .map(|v| list_volumes_response::Entry {
                 status: Some(list_volumes_response::VolumeStatus {
                     published_node_ids: v.tags.node_ids(),
                     volume_condition: Some(v.condition()),
                 }),
                 volume: Some(v.to_csi()),
-            });
-        }
-        let next_token = match (rest.peek(), entries.last()) {
-            (Some(_), Some(last)) => last
-                .volume
-                .as_ref()
-                .map(|v| v.volume_id.clone())
-                .unwrap_or_default(),
-            _ => String::new(),
-        };
+            })
+            .collect();
         Ok(ListVolumesResponse {
             entries,
             next_token,

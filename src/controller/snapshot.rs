@@ -23,6 +23,7 @@ use crate::lvm::{Lv, LvKind, LvmError, NewSnapshot};
 
 use super::create::parse_known;
 use super::error::Context;
+use super::page::page;
 use super::params::PROVISIONER_PREFIX;
 use super::volume_id::{lv_name_for, VolumeId};
 use super::{ControllerError, Core, Volume};
@@ -334,26 +335,12 @@ impl Core {
             .ok_or_else(|| ControllerError::SnapshotNotFound { id: id.to_string() })
     }
 
-    /// ListSnapshots: sorted by id, filtered by snapshot id and source volume id; the token is
-    /// the last id of the previous page (a token that is not an id is ABORTED). An unknown or
-    /// malformed snapshot id filter gives an empty list.
+    /// ListSnapshots: filtered by snapshot id and source volume id, sorted by id and paged by
+    /// [`page`]. An unknown or malformed snapshot id filter gives an empty list.
     pub(crate) async fn list_snapshots(
         &self,
         req: &ListSnapshotsRequest,
     ) -> Result<ListSnapshotsResponse, ControllerError> {
-        let max = usize::try_from(req.max_entries).map_err(|_| ControllerError::Invalid {
-            field: "max_entries",
-            reason: format!("{} is negative", req.max_entries),
-        })?;
-        let after = if req.starting_token.is_empty() {
-            None
-        } else {
-            Some(
-                req.starting_token
-                    .parse::<VolumeId>()
-                    .map_err(|_| ControllerError::BadToken(req.starting_token.clone()))?,
-            )
-        };
         let mut snapshots = if req.snapshot_id.is_empty() {
             self.snapshots().await?
         } else {
@@ -365,25 +352,13 @@ impl Core {
         snapshots.retain(|s| {
             req.source_volume_id.is_empty() || s.source_volume() == req.source_volume_id
         });
-        snapshots.sort_by(|a, b| a.id.cmp(&b.id));
-        let mut rest = snapshots
+        let (page, next_token) = page(snapshots, |s| &s.id, req.max_entries, &req.starting_token)?;
+        let entries = page
             .into_iter()
-            .filter(|s| after.as_ref().is_none_or(|t| s.id > *t))
-            .peekable();
-        let mut entries = Vec::new();
-        while let Some(s) = rest.next_if(|_| max == 0 || entries.len() < max) {
-            entries.push(csi::list_snapshots_response::Entry {
+            .map(|s| csi::list_snapshots_response::Entry {
                 snapshot: Some(s.to_csi()),
-            });
-        }
-        let next_token = match (rest.peek(), entries.last()) {
-            (Some(_), Some(last)) => last
-                .snapshot
-                .as_ref()
-                .map(|s| s.snapshot_id.clone())
-                .unwrap_or_default(),
-            _ => String::new(),
-        };
+            })
+            .collect();
         Ok(ListSnapshotsResponse {
             entries,
             next_token,
