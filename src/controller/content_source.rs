@@ -116,14 +116,7 @@ impl Core {
         let origin = resolve(source, &lvs)?;
         self.check_source_fits(plan, source, &origin)?;
         let vg_name = &plan.params.volume_group;
-        let vg = self
-            .lvm
-            .vg(vg_name)
-            .await
-            .context(|| format!("reading volume group {vg_name}"))?
-            .ok_or_else(|| ControllerError::NoVolumeGroup {
-                vg: vg_name.clone(),
-            })?;
+        let vg = self.volume_group(vg_name).await?;
         let size = plan
             .size
             .size(origin.size, vg.extent_size)
@@ -326,14 +319,7 @@ impl Core {
         {
             return Ok(name);
         }
-        let vg = self
-            .lvm
-            .vg(id.vg())
-            .await
-            .context(|| format!("reading volume group {}", id.vg()))?
-            .ok_or_else(|| ControllerError::NoVolumeGroup {
-                vg: id.vg().to_string(),
-            })?;
+        let vg = self.volume_group(id.vg()).await?;
         self.lvm
             .snapshot(&NewSnapshot {
                 vg: id.vg().to_string(),

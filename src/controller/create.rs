@@ -201,12 +201,7 @@ impl Core {
         let vg = &plan.params.volume_group;
         let no_vg = || ControllerError::NoVolumeGroup { vg: vg.clone() };
         let Some(pool) = &plan.params.thin_pool else {
-            let found = self
-                .lvm
-                .vg(vg)
-                .await
-                .context(|| format!("reading volume group {vg}"))?
-                .ok_or_else(no_vg)?;
+            let found = self.volume_group(vg).await?;
             return Ok(Room::Free {
                 extent_size: found.extent_size,
                 available: found.free,

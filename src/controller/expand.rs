@@ -99,14 +99,7 @@ impl Core {
     /// Checks the room and runs lvextend; returns the new size.
     async fn grow(&self, v: &Volume, want: &SizeRequest) -> Result<u64, ControllerError> {
         let id = &v.id;
-        let vg = self
-            .lvm
-            .vg(id.vg())
-            .await
-            .context(|| format!("reading volume group {}", id.vg()))?
-            .ok_or_else(|| ControllerError::NoVolumeGroup {
-                vg: id.vg().to_string(),
-            })?;
+        let vg = self.volume_group(id.vg()).await?;
         let size = want.size(v.lv.size, vg.extent_size)?;
         let growth = size - v.lv.size;
         match v.lv.kind() {

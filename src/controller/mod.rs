@@ -55,7 +55,7 @@ use crate::csi;
 use crate::exec::{SharedRunner, TokioRunner};
 use crate::identity::IdentityService;
 use crate::lvm::tags::VolumeTags;
-use crate::lvm::{Lv, LvKind, Lvm};
+use crate::lvm::{Lv, LvKind, Lvm, Vg};
 use crate::ops::{VolumeGuard, VolumeLocks};
 use crate::target::{ExportSpec, TargetBackend};
 use chap_key::ChapKey;
@@ -133,6 +133,17 @@ impl Core {
             None => self.tags.forget(id),
         }
         Ok(v)
+    }
+
+    /// VG `name`; one that does not exist is [`ControllerError::NoVolumeGroup`].
+    async fn volume_group(&self, name: &str) -> Result<Vg, ControllerError> {
+        self.lvm
+            .vg(name)
+            .await
+            .context(|| format!("reading volume group {name}"))?
+            .ok_or_else(|| ControllerError::NoVolumeGroup {
+                vg: name.to_string(),
+            })
     }
 
     /// Every volume of ours, in one `lvs` call.

@@ -266,14 +266,7 @@ impl Core {
         let cow_size = match v.lv.kind() {
             LvKind::Thin => None,
             _ => {
-                let vg = self
-                    .lvm
-                    .vg(source.vg())
-                    .await
-                    .context(|| format!("reading volume group {}", source.vg()))?
-                    .ok_or_else(|| ControllerError::NoVolumeGroup {
-                        vg: source.vg().to_string(),
-                    })?;
+                let vg = self.volume_group(source.vg()).await?;
                 Some(plan.params.cow_size(v.lv.size, vg.extent_size))
             }
         };
