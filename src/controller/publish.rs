@@ -129,6 +129,17 @@ struct Change {
 }
 
 impl Change {
+    /// Deleting the tags of publications `mine` from an LV tagged `tags`.
+    fn removing(tags: &[String], mine: &[&Publication]) -> Result<Change, ControllerError> {
+        let delete = tags_of(mine)?;
+        Ok(Change {
+            after: tags_after(tags, &[], &delete),
+            add: vec![],
+            delete,
+            old_initiators: vec![],
+        })
+    }
+
     /// Whether anything is to be written.
     fn writes(&self) -> bool {
         !self.add.is_empty() || !self.delete.is_empty()
@@ -369,20 +380,25 @@ impl Core {
         let iqn = self.iqn(id);
         self.remove_acls(&iqn, &mine, &rest).await?;
         if !mine.is_empty() {
-            let delete = tags_of(&mine)?;
-            let change = Change {
-                after: tags_after(&v.lv.tags, &[], &delete),
-                add: vec![],
-                delete,
-                old_initiators: vec![],
-            };
+            let change = Change::removing(&v.lv.tags, &mine)?;
             self.write_tags(id, &change)
                 .await
                 .context(|| format!("removing the publication of {id} to node {node_id}"))?;
         }
+        self.unpublished(id, node_id, &iqn, &rest).await
+    }
+
+    /// The last step of an unpublish: the export goes when no publication (`rest`) is left.
+    async fn unpublished(
+        &self,
+        id: &VolumeId,
+        node_id: &str,
+        iqn: &str,
+        rest: &[&Publication],
+    ) -> Result<(), ControllerError> {
         if rest.is_empty() {
             self.target
-                .remove_export(&iqn)
+                .remove_export(iqn)
                 .await
                 .context(|| format!("removing export {iqn}"))?;
         }
@@ -408,23 +424,11 @@ impl Core {
         let iqn = self.iqn(id);
         // Taking access away first is safe even if the cache is stale.
         self.remove_acls(&iqn, &mine, &rest).await?;
-        let delete = tags_of(&mine)?;
-        let change = Change {
-            after: tags_after(cached, &[], &delete),
-            add: vec![],
-            delete,
-            old_initiators: vec![],
-        };
+        let change = Change::removing(cached, &mine)?;
         if !self.write_if_unchanged(id, cached, &change).await {
             return Ok(false);
         }
-        if rest.is_empty() {
-            self.target
-                .remove_export(&iqn)
-                .await
-                .context(|| format!("removing export {iqn}"))?;
-        }
-        tracing::info!(volume_id = %id, node_id, "volume unpublished");
+        self.unpublished(id, node_id, &iqn, &rest).await?;
         Ok(true)
     }
 
