@@ -9,7 +9,7 @@
 //! - [`csi`]: the generated CSI v1 types, with secrets redacted from `Debug`.
 //! - [`error`]: the one mapping from our errors to gRPC codes.
 //! - [`identity`]: the Identity service and readiness probe.
-//! - [`controller`]: the Controller service (storage node): [`lvm`] + [`target`].
+//! - [`controller`]: the Controller service (storage node): [`lvm`] + [`export`].
 //! - [`node`]: the Node service (every node): iSCSI login, device discovery, mounts.
 //! - [`chap`]: CHAP credentials derived from one key, shared by both sides.
 //! - [`ops`]: one operation per volume at a time.
@@ -23,6 +23,7 @@ pub mod csi;
 pub mod doctor;
 pub mod error;
 pub mod exec;
+pub mod export;
 pub mod identity;
 pub mod kube;
 pub mod lvm;
@@ -30,5 +31,4 @@ pub mod metrics;
 pub mod node;
 pub mod ops;
 pub mod server;
-pub mod target;
 pub mod telemetry;

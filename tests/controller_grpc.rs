@@ -16,11 +16,11 @@ use lvm_iscsi_csi::csi::identity_server::IdentityServer;
 use lvm_iscsi_csi::csi::volume_capability::access_mode::Mode;
 use lvm_iscsi_csi::csi::volume_capability::{AccessMode, AccessType, MountVolume};
 use lvm_iscsi_csi::csi::*;
+use lvm_iscsi_csi::export::fake::FakeTarget;
 use lvm_iscsi_csi::identity::IdentityService;
 use lvm_iscsi_csi::lvm::fake::FakeLvm;
 use lvm_iscsi_csi::lvm::Lvm;
 use lvm_iscsi_csi::server;
-use lvm_iscsi_csi::target::fake::FakeTarget;
 use tonic::transport::Channel;
 use tonic::Code;
 

@@ -2,9 +2,9 @@
 //! key) and wrap the layer errors; src/error/controller.rs maps them to gRPC codes.
 
 use crate::chap::ChapError;
+use crate::export::TargetError;
 use crate::lvm::tags::TagError;
 use crate::lvm::LvmError;
-use crate::target::TargetError;
 
 use super::capacity::CapacityError;
 use super::copy::CopyError;

@@ -1,5 +1,5 @@
 //! The Controller service: runs on the storage node, makes LVs ([`crate::lvm`]) and exports
-//! them over iSCSI ([`crate::target`]).
+//! them over iSCSI ([`crate::export`]).
 //!
 //! # Layout
 //! - [`service`]: `impl Controller`: each RPC is validate -> guard -> one function below.
@@ -53,11 +53,11 @@ pub use service::ControllerService;
 use crate::cli::{ControllerArgs, TargetBackendKind};
 use crate::csi;
 use crate::exec::{SharedRunner, TokioRunner};
+use crate::export::{ExportSpec, TargetBackend};
 use crate::identity::IdentityService;
 use crate::lvm::tags::VolumeTags;
 use crate::lvm::{Lv, LvKind, Lvm, Vg};
 use crate::ops::{VolumeGuard, VolumeLocks};
-use crate::target::{ExportSpec, TargetBackend};
 use chap_key::ChapKey;
 use copy::BlockCopier;
 use error::Context;
@@ -256,11 +256,11 @@ pub async fn run(args: ControllerArgs) -> Result<(), String> {
     }
     let runner: SharedRunner = Arc::new(TokioRunner::new());
     let target: Arc<dyn TargetBackend> = match args.target_backend {
-        TargetBackendKind::Lio => Arc::new(crate::target::lio::LioBackend::new(
+        TargetBackendKind::Lio => Arc::new(crate::export::lio::LioBackend::new(
             args.configfs_root.clone(),
             args.iqn_prefix.clone(),
         )),
-        TargetBackendKind::Tgt => Arc::new(crate::target::tgt::TgtBackend::new(
+        TargetBackendKind::Tgt => Arc::new(crate::export::tgt::TgtBackend::new(
             runner.clone(),
             args.iqn_prefix.clone(),
         )),

@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 
 use crate::csi::{ControllerPublishVolumeRequest, ControllerUnpublishVolumeRequest};
+use crate::export::AclSpec;
 use crate::lvm::tags::{Auth, Publication, VolumeTags};
 use crate::lvm::LvmError;
-use crate::target::AclSpec;
 
 use super::capability::{self, Access};
 use super::chap_key::ChapKey;

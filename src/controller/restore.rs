@@ -22,8 +22,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::error::full_message;
+use crate::export::AclSpec;
 use crate::lvm::tags::{Auth, Publication};
-use crate::target::AclSpec;
 
 use super::error::Context;
 use super::volume_id::VolumeId;

@@ -13,9 +13,9 @@ use tracing::Instrument;
 use crate::csi::controller_server::Controller;
 use crate::csi::controller_service_capability::{rpc, Rpc, Type as CapType};
 use crate::csi::*;
+use crate::export::TargetBackend;
 use crate::lvm::Lvm;
 use crate::ops::VolumeLocks;
-use crate::target::TargetBackend;
 
 use super::copy::{BlockCopier, DeviceCopier};
 use super::create::{parse_known, validate_create, validate_delete};

@@ -12,9 +12,9 @@ use crate::controller::capacity::CapacityError;
 use crate::controller::resolver::ResolveError;
 use crate::controller::volume_id::IdError;
 use crate::controller::ControllerError;
+use crate::export::TargetError;
 use crate::kube::KubeError;
 use crate::lvm::LvmError;
-use crate::target::TargetError;
 
 impl From<ControllerError> for Status {
     fn from(err: ControllerError) -> Status {

@@ -10,8 +10,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use lvm_iscsi_csi::target::lio::{LioBackend, HBA};
-use lvm_iscsi_csi::target::TargetBackend;
+use lvm_iscsi_csi::export::lio::{LioBackend, HBA};
+use lvm_iscsi_csi::export::TargetBackend;
 
 use crate::common::{must, sh, wait_until};
 

@@ -19,9 +19,9 @@ use crate::chap::SECRET_KEY;
 use crate::csi::volume_capability::access_mode::Mode;
 use crate::csi::*;
 use crate::exec::{FakeRunner, Output};
+use crate::export::fake::FakeTarget;
 use crate::lvm::fake::FakeLvm;
 use crate::lvm::Lvm;
-use crate::target::fake::FakeTarget;
 
 use super::capability::tests::{block, mount};
 use super::chap_key::ChapKey;

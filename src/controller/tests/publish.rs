@@ -252,7 +252,7 @@ async fn a_changed_initiator_replaces_the_old_acl() {
     });
     h.target.set_failure(None);
     {
-        use crate::target::{AclSpec, TargetBackend};
+        use crate::export::{AclSpec, TargetBackend};
         h.target
             .ensure_acl(
                 &ctx["targetIqn"],

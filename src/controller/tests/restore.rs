@@ -2,8 +2,8 @@
 
 use super::*;
 use crate::chap;
+use crate::export::{AclSpec, ExportSpec, TargetBackend};
 use crate::identity::{Health, Readiness};
-use crate::target::{AclSpec, ExportSpec, TargetBackend};
 
 const CSI_PUB1: &str = "lvm-iscsi-csi/pub=node-1/iqn.2004-10.com.debian:node-1";
 

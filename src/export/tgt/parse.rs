@@ -23,7 +23,7 @@
 
 use std::net::SocketAddr;
 
-use crate::target::TargetError;
+use crate::export::TargetError;
 
 /// One tgt target.
 #[derive(Debug, Clone, PartialEq, Eq)]

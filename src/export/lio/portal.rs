@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::configfs::Kind;
 use super::{fail, Lio};
-use crate::target::TargetError;
+use crate::export::TargetError;
 
 /// How many times a portal `mkdir` is tried while it fails with EINVAL.
 const ATTEMPTS: u32 = 5;
