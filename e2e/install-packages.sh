@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # install-packages.sh — installs the Debian packages this project's scripts need, when they are
 # missing, without starting their daemons on this machine (the kernel lab runs its own iscsid
-# and tgtd in a guest). Root only; used by .ci/run, e2e/demo.sh and e2e/bench.sh.
+# and tgtd in a guest). Root only; used by .ci/run, e2e/demo.sh, e2e/bench.sh and
+# e2e/python-env.sh.
 #
 #   e2e/install-packages.sh GROUP...
 #
@@ -9,6 +10,7 @@
 #   build  compiling the driver (Rust itself comes from rustup, not from here)
 #   lab    the kernel lab (e2e/lab/kernel-lab.sh) and the tools that run inside it
 #   ci     what CI adds: the lab test runner's python3, shellcheck, git
+#   python the chart tests' virtualenv (e2e/python-env.sh): python3 with its venv module
 set -euo pipefail
 
 declare -A GROUPS_=(
@@ -16,6 +18,7 @@ declare -A GROUPS_=(
   [lab]="qemu-system-x86 busybox-static kmod cpio lvm2 thin-provisioning-tools open-iscsi tgt
          e2fsprogs xfsprogs util-linux udev iproute2"
   [ci]="git python3 shellcheck"
+  [python]="python3 python3-venv"
 )
 
 [ $# -gt 0 ] || { echo "usage: $0 GROUP... (groups: ${!GROUPS_[*]})" >&2; exit 2; }

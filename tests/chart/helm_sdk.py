@@ -13,7 +13,9 @@ by hand:
         (each parsed to JSON by Helm's YAML parser), the NOTES, or the error
     python3 tests/chart/helm_sdk.py install|upgrade|uninstall ... (real cluster, KUBECONFIG)
 
-Install the dependency with: pip install -r tests/chart/requirements.txt
+Run it with the project's virtualenv, which e2e/python-env.sh makes (e2e/out/venv/bin/python
+tests/chart/helm_sdk.py ...), or install the dependency yourself:
+pip install -r tests/chart/requirements.txt
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ try:
     import helm_python as helm
 except ImportError as exc:  # the Rust test prints this line as the reason it failed
     sys.stderr.write(
-        f"cannot import helm_python ({exc}): install it with "
+        f"cannot import helm_python ({exc}) with {sys.executable}: run e2e/python-env.sh "
+        "(the project's virtualenv e2e/out/venv) and use e2e/out/venv/bin/python, or "
         "`pip install -r tests/chart/requirements.txt`\n"
     )
     sys.exit(3)

@@ -9,10 +9,14 @@ use std::process::{Command, Stdio};
 use serde::Deserialize;
 use serde_json::Value;
 
-/// How to install what this needs; printed whenever Python or the package is missing.
-pub const INSTALL_HINT: &str = "the chart tests need Python 3.10+ with helm-python-sdk: \
-     `pip install -r tests/chart/requirements.txt` (set PYTHON=/path/to/python3 to pick \
-     another interpreter)";
+/// How to get what this needs; printed whenever Python or the package is missing.
+pub const INSTALL_HINT: &str = "the chart tests need Python 3.10+ with helm-python-sdk: run \
+     `e2e/python-env.sh` (it makes the project's virtualenv e2e/out/venv from \
+     tests/chart/requirements.txt, which these tests then use; e2e/test-all.sh runs it), or \
+     set HELM_SDK_PYTHON to an interpreter that has the package";
+
+/// The project's virtualenv that e2e/python-env.sh makes (relative to the repository root).
+const VENV_PYTHON: &str = "e2e/out/venv/bin/python";
 
 /// One set of values to lint and render.
 pub struct Case {
@@ -105,6 +109,20 @@ pub fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The interpreter that runs helm_sdk.py: `HELM_SDK_PYTHON`, else the project's virtualenv
+/// when e2e/python-env.sh has made it, else `python3` from the PATH.
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("HELM_SDK_PYTHON").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let venv = repo_root().join(VENV_PYTHON);
+    if venv.exists() {
+        venv
+    } else {
+        PathBuf::from("python3")
+    }
+}
+
 /// Lints and renders every case with Helm; fails (never skips) when Helm is unavailable.
 pub fn render_all(cases: &[Case]) -> Vec<Rendered> {
     let root = repo_root();
@@ -118,7 +136,7 @@ pub fn render_all(cases: &[Case]) -> Vec<Rendered> {
             })
         })
         .collect();
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let python = python();
     let mut child = Command::new(&python)
         .arg(root.join("tests/chart/helm_sdk.py"))
         .arg("batch")
@@ -127,7 +145,7 @@ pub fn render_all(cases: &[Case]) -> Vec<Rendered> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot run `{python}` ({e}): {INSTALL_HINT}"));
+        .unwrap_or_else(|e| panic!("cannot run `{}` ({e}): {INSTALL_HINT}", python.display()));
     let stdin = serde_json::to_vec(&input).expect("cases serialize");
     child
         .stdin
@@ -139,7 +157,8 @@ pub fn render_all(cases: &[Case]) -> Vec<Rendered> {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "helm_sdk.py failed ({}): {stderr}\n{INSTALL_HINT}",
+        "helm_sdk.py failed with `{}` ({}): {stderr}\n{INSTALL_HINT}",
+        python.display(),
         out.status
     );
     serde_json::from_slice(&out.stdout)
