@@ -8,6 +8,8 @@
 #      binaries step 1 built).
 # Each runs even if an earlier one fails; the exit status is non-zero if any failed.
 # Needs root for the lab (QEMU, apt for the lab's packages). TEST_ALL_SKIP_LAB=1 runs step 1 only.
+# Before step 1, e2e/python-env.sh sets up the project's virtualenv (e2e/out/venv) with
+# helm-python-sdk for the chart tests, unless HELM_SDK_PYTHON already names an interpreter.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -29,6 +31,10 @@ run() { # NAME COMMAND...
   fi
 }
 
+if [ -z "${HELM_SDK_PYTHON:-}" ]; then
+  run "e2e/python-env.sh" "$ROOT/e2e/python-env.sh"
+  export HELM_SDK_PYTHON=${E2E_VENV:-$ROOT/e2e/out/venv}/bin/python
+fi
 run "cargo test" cargo test
 if [ "${TEST_ALL_SKIP_LAB:-0}" = 1 ]; then
   summary+=("SKIP  e2e/lab-test.sh, e2e/demo.sh (TEST_ALL_SKIP_LAB=1)")
