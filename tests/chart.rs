@@ -5,8 +5,8 @@
 //! plugin listens on; RBAC must grant what each container needs; the Dockerfile must install
 //! every program the code runs.
 //!
-//! Needs Python with helm-python-sdk (`pip install -r tests/chart/requirements.txt`); fails,
-//! never skips, without it.
+//! Needs Python with helm-python-sdk: the project's virtualenv from `e2e/python-env.sh`
+//! (e2e/test-all.sh makes it), or `HELM_SDK_PYTHON`; fails, never skips, without it.
 
 #[path = "chart/cases.rs"]
 mod cases;
