@@ -10,6 +10,8 @@
 
 #[path = "chart/cases.rs"]
 mod cases;
+#[path = "chart/docs.rs"]
+mod docs;
 #[path = "chart/objects.rs"]
 mod objects;
 #[path = "chart/pods.rs"]
