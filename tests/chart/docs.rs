@@ -43,7 +43,11 @@ fn install_instructions_use_the_charts_volume_group_and_label_the_namespace() {
     }
     let label = "pod-security.kubernetes.io/enforce=privileged";
     let notes = &case("default").notes;
-    for (doc, text) in [("README.md", &top), ("chart README", &chart), ("NOTES", notes)] {
+    for (doc, text) in [
+        ("README.md", &top),
+        ("chart README", &chart),
+        ("NOTES", notes),
+    ] {
         assert!(
             text.contains(&format!("kubectl label namespace {NAMESPACE} {label}")),
             "{doc} does not label the namespace {label}"
