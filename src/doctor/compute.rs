@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 
 use super::procfs::{self, InitiatorName};
-use super::{one_line, read, Finding, Host};
+use super::{distro, one_line, read, Finding, Host};
 use crate::cli::{DoctorComputeArgs, IscsiadmMode};
 use crate::exec::Cmd;
 
@@ -135,16 +135,7 @@ fn initiator_name(view: &View, file: &Path) -> Finding {
     let path = view.path(file);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
-        Err(e) => {
-            return Finding::fail(
-                NAME,
-                format!("cannot read {}: {e}", file.display()),
-                format!(
-                    "install open-iscsi, or write one: echo InitiatorName=$(iscsi-iname) > {}",
-                    file.display()
-                ),
-            )
-        }
+        Err(e) => return unreadable_initiator_name(view, file, &path, &e),
     };
     match procfs::initiator_name(&text) {
         InitiatorName::Named(name) => match procfs::validate_iscsi_name(&name) {
@@ -174,6 +165,46 @@ fn initiator_name(view: &View, file: &Path) -> Finding {
     }
 }
 
+/// The finding for an initiator name file that cannot be read. In host mode it is read
+/// through PID 1's root, so the message says so: "not found" there can also mean PID 1 is not
+/// the host's (a pod without hostPID), and "permission denied" that the doctor is not root or
+/// may not look into PID 1.
+fn unreadable_initiator_name(view: &View, file: &Path, path: &Path, e: &std::io::Error) -> Finding {
+    use std::io::ErrorKind;
+    const NAME: &str = "initiator-name";
+    let write = format!(
+        "echo InitiatorName=$(iscsi-iname) > {}; systemctl restart iscsid",
+        file.display()
+    );
+    let other = format!("{} must be a readable text file", file.display());
+    if view.root == Path::new("/") {
+        let fix = match e.kind() {
+            ErrorKind::NotFound => format!("install open-iscsi, or write one: {write}"),
+            ErrorKind::PermissionDenied => "run doctor as root".to_string(),
+            _ => other,
+        };
+        return Finding::fail(NAME, format!("cannot read {}: {e}", file.display()), fix);
+    }
+    let detail = format!(
+        "cannot read the host's {} (host mode reads it through PID 1's root, as {}): {e}",
+        file.display(),
+        path.display()
+    );
+    let fix = match e.kind() {
+        ErrorKind::NotFound => format!(
+            "on the host: install open-iscsi, or write one: {write}. If the host has the file, \
+             PID 1 is not the host's init: run doctor on the host, or in a pod with hostPID: true"
+        ),
+        ErrorKind::PermissionDenied => format!(
+            "run doctor as root with access to PID 1 (reading {} needs root and \
+             CAP_SYS_PTRACE; in a pod: privileged, hostPID: true), or use --iscsiadm-mode direct",
+            view.root.display()
+        ),
+        _ => other,
+    };
+    Finding::fail(NAME, detail, fix)
+}
+
 /// The iscsi_tcp transport is loaded, or the kernel has it (iscsid loads it at login).
 async fn iscsi_tcp(host: &Host) -> Finding {
     const NAME: &str = "iscsi_tcp";
@@ -185,7 +216,7 @@ async fn iscsi_tcp(host: &Host) -> Finding {
         Some(false) => Finding::fail(
             NAME,
             "not loaded and not available for the running kernel",
-            "install the kernel's extra modules (e.g. linux-modules-extra-$(uname -r))",
+            distro::host_module_fix(host, NAME),
         ),
         None => Finding::warn(
             NAME,
@@ -391,6 +422,53 @@ mod tests {
         assert_eq!(
             find(&f, "initiator-name").detail,
             "iqn.2000-01.com.example:host"
+        );
+    }
+
+    #[tokio::test]
+    async fn host_mode_says_it_reads_through_pid_1_and_names_the_distributions_module_package() {
+        let fx = Fixture::new(|argv| match argv[0].as_str() {
+            "modprobe" => Output::failed(1, "modprobe: FATAL: Module iscsi_tcp not found"),
+            _ => Output::failed(21, "iscsiadm: No active sessions.\n"),
+        });
+        fx.write("proc/1/net/unix", UNIX_WITH_ISCSID);
+        fx.write(
+            "proc/1/root/etc/os-release",
+            "NAME=\"Debian GNU/Linux\"\nID=debian\n",
+        );
+        fx.write("proc/sys/kernel/osrelease", "6.1.0-18-amd64\n");
+        let f = fx.run(IscsiadmMode::Host).await;
+        let name = find(&f, "initiator-name");
+        assert_eq!(name.status, Status::Fail);
+        let via = fx.path("proc/1/root/etc/iscsi/initiatorname.iscsi");
+        assert!(
+            name.detail.starts_with(&format!(
+                "cannot read the host's /etc/iscsi/initiatorname.iscsi (host mode reads it \
+                 through PID 1's root, as {}): ",
+                via.display()
+            )),
+            "{name:?}"
+        );
+        let fix = name.fix.as_deref().unwrap();
+        assert!(
+            fix.contains("iscsi-iname") && fix.contains("hostPID: true"),
+            "{fix}"
+        );
+        let tcp = find(&f, "iscsi_tcp");
+        assert_eq!(
+            tcp.fix.as_deref(),
+            Some(
+                "Debian's kernel package ships iscsi_tcp: apt-get install \
+                 linux-image-6.1.0-18-amd64 (or boot a kernel whose package is installed), \
+                 then modprobe iscsi_tcp"
+            )
+        );
+
+        std::fs::create_dir_all(via).unwrap();
+        let f = fx.run(IscsiadmMode::Host).await;
+        assert_eq!(
+            find(&f, "initiator-name").fix.as_deref(),
+            Some("/etc/iscsi/initiatorname.iscsi must be a readable text file")
         );
     }
 

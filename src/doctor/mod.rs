@@ -9,6 +9,7 @@
 //! are unit-tested with a fake runner and temporary files.
 
 pub mod compute;
+mod distro;
 mod port;
 pub mod procfs;
 pub mod storage;

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::{one_line, port, procfs, read, Finding, Host};
+use super::{distro, one_line, port, procfs, read, Finding, Host};
 use crate::cli::{DoctorStorageArgs, TargetBackendKind};
 use crate::error::full_message;
 use crate::exec::{Cmd, ExecError};
@@ -241,7 +241,7 @@ async fn missing_module(host: &Host, name: &'static str, needed_now: bool) -> Fi
         Some(false) => Finding::fail(
             name,
             "not loaded and not available for the running kernel",
-            "install the kernel's extra modules (e.g. linux-modules-extra-$(uname -r)), then modprobe it",
+            distro::host_module_fix(host, name),
         ),
         None => Finding::fail(
             name,
