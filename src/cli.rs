@@ -7,6 +7,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::domain::iqn::parse_prefix;
+use crate::domain::portal::parse_listen_portal;
+use crate::domain::Portal;
+
 /// The default CSI driver name (also the prefix of the Node annotation key).
 pub const DEFAULT_DRIVER_NAME: &str = "lvm-iscsi.csi.io";
 
@@ -82,20 +86,22 @@ pub struct ControllerArgs {
     /// Kernel target backend.
     #[arg(long, env = "CSI_TARGET_BACKEND", value_enum, default_value_t = TargetBackendKind::Lio)]
     pub target_backend: TargetBackendKind,
-    /// iSCSI portal(s) initiators log in to, as ADDRESS:PORT (repeat or comma-separate).
-    /// The first one is also where the target listens.
+    /// iSCSI portal(s) initiators log in to, as IP:PORT or [IPv6]:PORT (port 3260 when
+    /// none; repeat or comma-separate). The first one is also where the target listens.
     #[arg(
         long = "portal",
         env = "CSI_PORTALS",
         value_delimiter = ',',
-        required = true
+        required = true,
+        value_parser = parse_listen_portal
     )]
-    pub portals: Vec<String>,
+    pub portals: Vec<Portal>,
     /// IQN prefix of the targets this driver creates; `:<vg>.<lv>` is appended.
     #[arg(
         long,
         env = "CSI_IQN_PREFIX",
-        default_value = "iqn.2026-11.io.csi.lvm-iscsi"
+        default_value = "iqn.2026-11.io.csi.lvm-iscsi",
+        value_parser = parse_prefix
     )]
     pub iqn_prefix: String,
     /// Volume group used when a StorageClass names none.
@@ -202,7 +208,7 @@ pub struct DoctorStorageArgs {
         value_delimiter = ',',
         default_value = "0.0.0.0:3260"
     )]
-    pub portals: Vec<String>,
+    pub portals: Vec<Portal>,
 }
 
 /// Flags of `doctor compute` (the environment variables are the node plugin's).
@@ -280,13 +286,40 @@ mod tests {
         let Command::Controller(a) = cli.command else {
             panic!("not controller")
         };
-        assert_eq!(a.portals, ["10.0.0.1:3260", "10.0.0.2:3260"]);
+        let portals: Vec<String> = a.portals.iter().map(ToString::to_string).collect();
+        assert_eq!(portals, ["10.0.0.1:3260", "10.0.0.2:3260"]);
+        assert_eq!(a.iqn_prefix, "iqn.2026-11.io.csi.lvm-iscsi");
         assert_eq!(a.target_backend, TargetBackendKind::Tgt);
         assert!(a.common.standalone);
         assert_eq!(
             a.common.socket_path().unwrap(),
             PathBuf::from("/tmp/c.sock")
         );
+    }
+
+    #[test]
+    fn bad_portals_and_iqn_prefixes_stop_start_up() {
+        let controller = |flag: &str, value: &str| {
+            Cli::try_parse_from(["x", "controller", "--portal", "10.0.0.1:3260", flag, value])
+        };
+        for bad in [
+            "storage.example.com:3260",
+            "10.0.0.1:x",
+            "10.0.0.1:3260,fd00::1:3260",
+            "",
+        ] {
+            let err = controller("--portal", bad).unwrap_err().to_string();
+            assert!(err.contains("--portal"), "{bad}: {err}");
+        }
+        let cli = controller("--portal", "[fd00::1]").unwrap();
+        let Command::Controller(a) = cli.command else {
+            panic!("not controller")
+        };
+        assert_eq!(a.portals[1].to_string(), "[fd00::1]:3260");
+        assert!(controller("--iqn-prefix", "iqn.2026-11.io.csi:").is_ok());
+        for bad in ["lvm-iscsi", "iqn.2026-11.Io.csi", "iqn.2026-11.io/csi"] {
+            assert!(controller("--iqn-prefix", bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -320,7 +353,7 @@ mod tests {
         };
         assert_eq!(s.volume_group, "vg0");
         assert_eq!(s.thin_pool.as_deref(), Some("pool0"));
-        assert_eq!(s.portals, ["0.0.0.0:3260"]);
+        assert_eq!(s.portals, ["0.0.0.0:3260".parse::<Portal>().unwrap()]);
         assert!(
             Cli::try_parse_from(["x", "doctor", "compute", "--iscsiadm-mode", "direct"]).is_ok()
         );

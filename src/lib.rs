@@ -11,16 +11,17 @@
 //! - [`identity`]: the Identity service and readiness probe.
 //! - [`controller`]: the Controller service (storage node): [`lvm`] + [`export`].
 //! - [`node`]: the Node service (every node): iSCSI login, device discovery, mounts.
-//! - [`chap`]: CHAP credentials derived from one key, shared by both sides.
+//! - [`domain`]: the vocabulary both halves share: volume ids, iSCSI names, portals, the
+//!   CHAP key and its credentials, publish_context, access modes.
 //! - [`ops`]: one operation per volume at a time.
 //! - [`exec`]: the one way external tools run (argv only, timeouts, redaction).
 //! - [`kube`]: the Node annotation that carries a node's initiator IQN.
 
-pub mod chap;
 pub mod cli;
 pub mod controller;
 pub mod csi;
 pub mod doctor;
+pub mod domain;
 pub mod error;
 pub mod exec;
 pub mod export;

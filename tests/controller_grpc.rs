@@ -49,7 +49,7 @@ async fn start() -> Running {
         Arc::new(FakeResolver::new([("worker-1", IQN)])),
         Settings {
             iqn_prefix: "iqn.2026-11.io.csi.lvm-iscsi".into(),
-            portals: vec!["192.0.2.10:3260".into()],
+            portals: vec!["192.0.2.10:3260".parse().unwrap()],
             default_volume_group: Some("csivg".into()),
             default_volume_size: 64 * MIB,
             thin_overprovision_ratio: 1.0,

@@ -29,11 +29,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use lvm_iscsi_csi::chap;
 use lvm_iscsi_csi::csi::controller_client::ControllerClient;
 use lvm_iscsi_csi::csi::volume_capability::access_mode::Mode;
 use lvm_iscsi_csi::csi::volume_capability::{AccessMode, AccessType, BlockVolume};
 use lvm_iscsi_csi::csi::*;
+use lvm_iscsi_csi::domain::chap;
 use tonic::transport::Channel;
 
 use common::*;

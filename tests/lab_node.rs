@@ -29,7 +29,7 @@ mod node;
 use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::Path;
 
-use lvm_iscsi_csi::chap;
+use lvm_iscsi_csi::domain::chap;
 use tonic::Code;
 
 use common::*;

@@ -26,11 +26,11 @@ use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use lvm_iscsi_csi::chap;
 use lvm_iscsi_csi::csi::controller_client::ControllerClient;
 use lvm_iscsi_csi::csi::node_client::NodeClient;
 use lvm_iscsi_csi::csi::volume_capability::access_mode::Mode;
 use lvm_iscsi_csi::csi::*;
+use lvm_iscsi_csi::domain::chap;
 
 use common::*;
 use node::*;

@@ -22,6 +22,7 @@ use lvm_iscsi_csi::csi::node_server::NodeServer;
 use lvm_iscsi_csi::csi::volume_capability::access_mode::Mode;
 use lvm_iscsi_csi::csi::volume_capability::{AccessMode, AccessType, MountVolume};
 use lvm_iscsi_csi::csi::*;
+use lvm_iscsi_csi::domain::chap;
 use lvm_iscsi_csi::exec::{FakeRunner, Output, TokioRunner};
 use lvm_iscsi_csi::identity::{Health, IdentityService, Readiness};
 use lvm_iscsi_csi::node::device::Sysfs;
@@ -29,7 +30,7 @@ use lvm_iscsi_csi::node::fake::FakeMounter;
 use lvm_iscsi_csi::node::iscsi::Iscsiadm;
 use lvm_iscsi_csi::node::state::StateDir;
 use lvm_iscsi_csi::node::{NodeConfig, NodeDeps, NodeService};
-use lvm_iscsi_csi::{chap, server};
+use lvm_iscsi_csi::server;
 use tonic::transport::Channel;
 use tonic::Code;
 
@@ -121,7 +122,7 @@ async fn start() -> Running {
     let service = NodeService::new(
         NodeConfig {
             node_id: "worker-1".into(),
-            initiator_iqn: NODE_IQN.into(),
+            initiator_iqn: NODE_IQN.parse().unwrap(),
             max_volumes_per_node: 0,
             device_timeout: Duration::from_secs(1),
         },

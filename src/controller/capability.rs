@@ -1,10 +1,9 @@
-//! Volume capabilities this driver serves: block or mount access, any single-node mode, and
-//! multi-node read-only. Multi-node writers are refused: a block device shared over iSCSI
-//! without a cluster filesystem would be corrupted by two writers.
+//! Volume capabilities this driver serves: block or mount access (ext4, xfs), with the access
+//! modes [`crate::domain::access`] serves (any single-node mode, multi-node read-only).
 
-use crate::csi::volume_capability::access_mode::Mode;
 use crate::csi::volume_capability::AccessType;
 use crate::csi::VolumeCapability;
+use crate::domain::access::{access_mode, Unsupported};
 
 use super::params::FS_TYPES;
 
@@ -14,9 +13,6 @@ pub struct Access {
     /// The mode lets several nodes use the volume at once (MULTI_NODE_READER_ONLY).
     pub multi_node: bool,
 }
-
-/// Why a capability is not served (a sentence for the status message).
-pub type Unsupported = String;
 
 /// Checks one capability.
 pub fn check(cap: &VolumeCapability) -> Result<Access, Unsupported> {
@@ -32,23 +28,10 @@ pub fn check(cap: &VolumeCapability) -> Result<Access, Unsupported> {
             }
         }
     }
-    let raw = cap.access_mode.map(|m| m.mode).unwrap_or_default();
-    match Mode::try_from(raw) {
-        Ok(
-            Mode::SingleNodeWriter
-            | Mode::SingleNodeSingleWriter
-            | Mode::SingleNodeMultiWriter
-            | Mode::SingleNodeReaderOnly,
-        ) => Ok(Access { multi_node: false }),
-        Ok(Mode::MultiNodeReaderOnly) => Ok(Access { multi_node: true }),
-        Ok(m @ (Mode::MultiNodeSingleWriter | Mode::MultiNodeMultiWriter)) => Err(format!(
-            "access mode {} is not supported: an iSCSI block device has no cluster filesystem \
-             to share writes between nodes",
-            m.as_str_name()
-        )),
-        Ok(Mode::Unknown) => Err("volume capability has no access mode".into()),
-        Err(_) => Err(format!("unknown access mode {raw}")),
-    }
+    let mode = access_mode(cap)?;
+    Ok(Access {
+        multi_node: mode.multi_node,
+    })
 }
 
 /// Checks a non-empty list of capabilities; the first unsupported one is reported.
@@ -70,6 +53,7 @@ pub fn mount_fs_types(caps: &[VolumeCapability]) -> impl Iterator<Item = &str> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::csi::volume_capability::access_mode::Mode;
     use crate::csi::volume_capability::{AccessMode, BlockVolume, MountVolume};
 
     /// A mount capability with `mode` and `fs_type`.

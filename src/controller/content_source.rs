@@ -29,8 +29,8 @@ use super::copy::CopyJob;
 use super::create::{incompatibility, parse_known, CreatePlan};
 use super::error::Context;
 use super::snapshot::{Snapshot, SnapshotParams};
-use super::volume_id::VolumeId;
 use super::{ControllerError, Core, Volume};
+use crate::domain::volume_id::VolumeId;
 
 /// The LV name prefix of the temporary snapshot a thick clone copies from.
 pub const CLONE_PREFIX: &str = "clone.";

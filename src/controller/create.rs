@@ -10,8 +10,8 @@ use super::capacity::{thin_headroom, SizeRequest};
 use super::content_source::parse_content_source;
 use super::error::Context;
 use super::params::{self, Params};
-use super::volume_id::{lv_name_for, IdError, VolumeId, MAX_ID_LEN};
 use super::{ControllerError, Core, Volume};
+use crate::domain::volume_id::{lv_name_for, IdError, VolumeId, MAX_ID_LEN};
 
 /// A checked CreateVolume request.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! Everything a Controller RPC can fail with. Variants carry the context (volume id, node,
 //! key) and wrap the layer errors; src/error/controller.rs maps them to gRPC codes.
 
-use crate::chap::ChapError;
+use crate::domain::chap::ChapError;
 use crate::export::TargetError;
 use crate::lvm::tags::TagError;
 use crate::lvm::LvmError;
@@ -10,7 +10,7 @@ use super::capacity::CapacityError;
 use super::copy::CopyError;
 use super::params::ParamError;
 use super::resolver::ResolveError;
-use super::volume_id::IdError;
+use crate::domain::volume_id::IdError;
 
 /// A failed Controller RPC.
 #[derive(Debug, thiserror::Error)]

@@ -21,8 +21,8 @@ use super::capability;
 use super::capacity::{thin_headroom, SizeRequest};
 use super::create::parse_known;
 use super::error::Context;
-use super::volume_id::VolumeId;
 use super::{ControllerError, Core, Volume};
+use crate::domain::volume_id::VolumeId;
 
 /// A checked ControllerExpandVolume request.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,8 +13,9 @@
 //! - [`restore`]: rebuild the kernel target from LV tags at start-up.
 //! - [`readiness`]: Probe, answered from a background check of LVM and the target.
 //! - `gauges`: volume, VG and thin pool gauges, refreshed after every change.
-//! - [`volume_id`], [`params`], [`capability`], [`capacity`]: pure checks of the request.
-//! - [`resolver`]: node id -> initiator IQN; [`chap_key`]: the CHAP master key.
+//! - [`params`], [`capability`], [`capacity`]: pure checks of the request (volume ids, IQNs,
+//!   portals, the CHAP key, publish_context and access modes are [`crate::domain`]'s).
+//! - [`resolver`]: node id -> initiator IQN.
 //! - `tag_cache`: the last known tags of each volume, checked by LVM on every write.
 //! - [`error`]: [`ControllerError`] (mapped to gRPC codes in `crate::error`).
 //!
@@ -22,7 +23,6 @@
 
 pub mod capability;
 pub mod capacity;
-pub mod chap_key;
 pub mod content_source;
 pub mod copy;
 pub mod create;
@@ -39,7 +39,6 @@ pub mod restore;
 pub mod service;
 pub mod snapshot;
 mod tag_cache;
-pub mod volume_id;
 
 #[cfg(test)]
 mod tests;
@@ -52,25 +51,24 @@ pub use service::ControllerService;
 
 use crate::cli::{ControllerArgs, TargetBackendKind};
 use crate::csi;
+use crate::domain::{ChapKey, Portal, VolumeId};
 use crate::exec::{SharedRunner, TokioRunner};
 use crate::export::{ExportSpec, TargetBackend};
 use crate::identity::IdentityService;
 use crate::lvm::tags::VolumeTags;
 use crate::lvm::{Lv, LvKind, Lvm, Vg};
 use crate::ops::{VolumeGuard, VolumeLocks};
-use chap_key::ChapKey;
 use copy::BlockCopier;
 use error::Context;
 use resolver::InitiatorResolver;
-use volume_id::VolumeId;
 
 /// Controller configuration (from the command line).
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// IQN prefix of our targets.
     pub iqn_prefix: String,
-    /// Portals, `ADDRESS:PORT`.
-    pub portals: Vec<String>,
+    /// Portals initiators log in to; the first is also where the target listens.
+    pub portals: Vec<Portal>,
     /// VG used when a StorageClass names none.
     pub default_volume_group: Option<String>,
     /// Size of a volume requested without capacity, in bytes.

@@ -3,8 +3,8 @@
 //! been deleted still works (the listing continues after it), as csi-sanity's pagination
 //! test expects.
 
-use super::volume_id::VolumeId;
 use super::ControllerError;
+use crate::domain::volume_id::VolumeId;
 
 /// The page of `items` (keyed by `id`) that starts after `starting_token` and holds at most
 /// `max_entries` (0: all), with the token of the next page (empty on the last one).

@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 
-use super::volume_id::is_lvm_name;
+use crate::domain::volume_id::is_lvm_name;
 
 /// The VG parameter.
 pub const VOLUME_GROUP: &str = "volumeGroup";

@@ -5,30 +5,16 @@
 use std::collections::HashMap;
 
 use crate::csi::{ControllerPublishVolumeRequest, ControllerUnpublishVolumeRequest};
-use crate::export::AclSpec;
+use crate::domain::iqn::IqnError;
+use crate::domain::{ChapKey, Iqn, PublishContext, VolumeId};
+use crate::export::{AclSpec, TargetError};
 use crate::lvm::tags::{Auth, Publication, VolumeTags};
 use crate::lvm::LvmError;
 
 use super::capability::{self, Access};
-use super::chap_key::ChapKey;
 use super::create::parse_known;
 use super::error::Context;
-use super::volume_id::VolumeId;
 use super::{ControllerError, Core};
-
-/// publish_context key: the target IQN to log in to.
-pub const TARGET_IQN: &str = "targetIqn";
-/// publish_context key: the portals, `ADDRESS:PORT` separated by commas.
-pub const PORTALS: &str = "portals";
-/// publish_context key: the LUN of the volume on the target.
-pub const LUN: &str = "lun";
-/// publish_context key: `CHAP` or `None`. The credentials themselves never travel: the node
-/// derives them from the same key.
-pub const AUTH_METHOD: &str = "authMethod";
-/// [`AUTH_METHOD`] with CHAP (mutual).
-pub const AUTH_CHAP: &str = "CHAP";
-/// [`AUTH_METHOD`] without authentication (ACL only).
-pub const AUTH_NONE: &str = "None";
 
 /// Longest node id accepted: a Kubernetes node name (DNS subdomain) can have 253 bytes.
 const MAX_NODE_ID: usize = 253;
@@ -95,24 +81,6 @@ fn check_node_id(node_id: &str) -> Result<(), ControllerError> {
         });
     }
     Ok(())
-}
-
-/// The publish_context of a volume exported as `iqn` at `lun`.
-pub fn publish_context(
-    iqn: &str,
-    portals: &[String],
-    lun: u32,
-    chap: bool,
-) -> HashMap<String, String> {
-    HashMap::from([
-        (TARGET_IQN.to_string(), iqn.to_string()),
-        (PORTALS.to_string(), portals.join(",")),
-        (LUN.to_string(), lun.to_string()),
-        (
-            AUTH_METHOD.to_string(),
-            if chap { AUTH_CHAP } else { AUTH_NONE }.to_string(),
-        ),
-    ])
 }
 
 /// The tag change that records a publication, decided from the volume's tags.
@@ -246,7 +214,7 @@ impl Core {
     pub(crate) async fn publish(
         &self,
         plan: &PublishPlan,
-        initiator: &str,
+        initiator: &Iqn,
     ) -> Result<HashMap<String, String>, ControllerError> {
         let id = &plan.id;
         let key = plan.key.as_ref().or(self.settings.chap_key.as_ref());
@@ -287,7 +255,7 @@ impl Core {
             .ensure_export(&spec)
             .await
             .context(|| format!("exporting {id} as {}", spec.iqn))?;
-        let chap = key.map(|k| k.credentials(&id.to_string(), initiator));
+        let chap = key.map(|k| k.credentials(id, initiator));
         if chap.is_none() {
             tracing::warn!(volume_id = %id, node_id = %plan.node_id,
                 "no CHAP key in the request's secrets or --chap-key-file: the ACL alone protects this export");
@@ -307,13 +275,24 @@ impl Core {
                 .await
                 .context(|| format!("removing the old initiator {old} from {}", spec.iqn))?;
         }
-        tracing::info!(volume_id = %id, node_id = %plan.node_id, initiator, iqn = %spec.iqn, "volume published");
-        Ok(publish_context(
-            &spec.iqn,
-            &self.settings.portals,
-            self.target.data_lun(),
-            key.is_some(),
-        ))
+        tracing::info!(volume_id = %id, node_id = %plan.node_id, %initiator, iqn = %spec.iqn, "volume published");
+        // Valid by construction from a checked --iqn-prefix.
+        let iqn = spec
+            .iqn
+            .parse()
+            .map_err(|e: IqnError| TargetError::Invalid {
+                what: "target name",
+                value: e.name,
+                reason: "not a valid iSCSI name: check --iqn-prefix",
+            })
+            .context(|| format!("exporting {id}"))?;
+        Ok(PublishContext {
+            iqn,
+            portals: self.settings.portals.clone(),
+            lun: self.target.data_lun(),
+            chap: key.is_some(),
+        }
+        .to_map())
     }
 
     /// Writes `change` if the tags of `id` are still `cached`: `true` when written. On

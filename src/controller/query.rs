@@ -14,8 +14,8 @@ use super::create::parse_known;
 use super::error::Context;
 use super::page::page;
 use super::params::{self, Params};
-use super::volume_id::VolumeId;
 use super::{ControllerError, Core, Volume};
+use crate::domain::volume_id::VolumeId;
 
 impl Core {
     /// ValidateVolumeCapabilities: confirmed only when every capability is served and the

@@ -26,8 +26,8 @@ use crate::export::AclSpec;
 use crate::lvm::tags::{Auth, Publication};
 
 use super::error::Context;
-use super::volume_id::VolumeId;
 use super::{ControllerError, ControllerService, Core, Volume};
+use crate::domain::volume_id::VolumeId;
 
 /// How many volumes are restored at once.
 pub const PARALLELISM: usize = 16;
@@ -155,7 +155,14 @@ impl Core {
         let chap = match &p.auth {
             Auth::None => None,
             Auth::Chap { key_id } => match &self.settings.chap_key {
-                Some(k) if k.id() == *key_id => Some(k.credentials(&id.to_string(), &p.initiator)),
+                Some(k) if k.id() == *key_id => {
+                    let Ok(initiator) = p.initiator.parse() else {
+                        tracing::error!(volume_id = %id, node_id = %p.node_id, initiator = p.initiator,
+                            "cannot restore this CHAP ACL: its initiator is not a valid iSCSI name");
+                        return None;
+                    };
+                    Some(k.credentials(id, &initiator))
+                }
                 other => {
                     tracing::error!(
                         volume_id = %id, node_id = %p.node_id, key_id,

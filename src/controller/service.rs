@@ -23,8 +23,8 @@ use super::expand::validate_expand;
 use super::publish::{validate_publish, validate_unpublish};
 use super::resolver::InitiatorResolver;
 use super::snapshot::validate_create_snapshot;
-use super::volume_id::VolumeId;
 use super::{ControllerError, Core, Settings};
+use crate::domain::volume_id::VolumeId;
 
 /// The capabilities advertised: no modification (VolumeAttributesClass) yet.
 pub const CAPABILITIES: [rpc::Type; 14] = [

@@ -25,8 +25,8 @@ use super::create::parse_known;
 use super::error::Context;
 use super::page::page;
 use super::params::PROVISIONER_PREFIX;
-use super::volume_id::{lv_name_for, VolumeId};
 use super::{ControllerError, Core, Volume};
+use crate::domain::volume_id::{lv_name_for, VolumeId};
 
 /// The VolumeSnapshotClass parameter: the COW size of a thick volume's snapshot, in percent
 /// of the volume's size.

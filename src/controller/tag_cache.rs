@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
-use super::volume_id::VolumeId;
+use crate::domain::volume_id::VolumeId;
 
 /// Volume id -> its LV's tags, as last seen or written by this process.
 #[derive(Debug, Default)]

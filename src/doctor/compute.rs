@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use super::procfs::{self, InitiatorName};
 use super::{distro, one_line, read, Finding, Host};
 use crate::cli::{DoctorComputeArgs, IscsiadmMode};
+use crate::domain::Iqn;
 use crate::exec::Cmd;
 
 /// iscsiadm's exit code for "no objects found" (no sessions).
@@ -138,11 +139,11 @@ fn initiator_name(view: &View, file: &Path) -> Finding {
         Err(e) => return unreadable_initiator_name(view, file, &path, &e),
     };
     match procfs::initiator_name(&text) {
-        InitiatorName::Named(name) => match procfs::validate_iscsi_name(&name) {
-            Ok(()) => Finding::ok(NAME, name),
-            Err(why) => Finding::fail(
+        InitiatorName::Named(name) => match name.parse::<Iqn>() {
+            Ok(_) => Finding::ok(NAME, name),
+            Err(e) => Finding::fail(
                 NAME,
-                format!("`{name}` in {} is not a valid iSCSI name: {why}", file.display()),
+                format!("`{name}` in {} is not a valid iSCSI name: {}", file.display(), e.reason),
                 format!(
                     "write a valid one: echo InitiatorName=$(iscsi-iname) > {}; systemctl restart iscsid",
                     file.display()

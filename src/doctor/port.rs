@@ -8,28 +8,7 @@ use std::path::Path;
 use super::procfs::{self, Listener};
 use super::{read, Finding, Host};
 use crate::cli::TargetBackendKind;
-
-/// The iSCSI port when a portal gives none.
-const ISCSI_PORT: u16 = 3260;
-
-/// The port of a portal (`ADDR:PORT`, `[v6]:PORT`, or a bare address for 3260) and its
-/// address when it is an IP.
-fn portal_endpoint(portal: &str) -> Result<(Option<IpAddr>, u16), String> {
-    if let Ok(sa) = portal.parse::<SocketAddr>() {
-        return Ok((Some(sa.ip()), sa.port()));
-    }
-    if let Ok(ip) = portal.trim_matches(['[', ']']).parse::<IpAddr>() {
-        return Ok((Some(ip), ISCSI_PORT));
-    }
-    match portal.rsplit_once(':') {
-        Some((_host, port)) => port
-            .parse()
-            .map(|p| (None, p))
-            .map_err(|_| format!("portal `{portal}` has no valid port")),
-        None if !portal.is_empty() => Ok((None, ISCSI_PORT)),
-        None => Err("no portal given".into()),
-    }
-}
+use crate::domain::Portal;
 
 /// Whether a listener bound to `listening` takes connections meant for `portal`.
 fn overlaps(listening: IpAddr, portal: Option<IpAddr>) -> bool {
@@ -71,12 +50,17 @@ fn socket_owner(proc_root: &Path, inode: u64) -> Option<(u32, String)> {
 }
 
 /// The portal port is free, or held by the configured target.
-pub(super) fn portal_port(host: &Host, portal: &str, backend: TargetBackendKind) -> Finding {
+pub(super) fn portal_port(
+    host: &Host,
+    portal: Option<&Portal>,
+    backend: TargetBackendKind,
+) -> Finding {
     const NAME: &str = "portal-port";
-    let (addr, port) = match portal_endpoint(portal) {
-        Ok(e) => e,
-        Err(e) => return Finding::fail(NAME, e, "pass --portal ADDRESS:PORT"),
+    let Some(portal) = portal else {
+        return Finding::fail(NAME, "no portal given", "pass --portal ADDRESS:PORT");
     };
+    // A host name is not resolved: any listener on the port may take its connections.
+    let (addr, port) = (portal.ip(), portal.port());
     let mut listeners: Vec<Listener> = Vec::new();
     for table in ["net/tcp", "net/tcp6"] {
         // tcp6 is absent on hosts without IPv6; tcp alone is enough there.
@@ -128,22 +112,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn portal_endpoints_and_overlap() {
-        assert_eq!(
-            portal_endpoint("10.0.0.5:3261"),
-            Ok((Some("10.0.0.5".parse().unwrap()), 3261))
-        );
-        assert_eq!(
-            portal_endpoint("[::1]:3260"),
-            Ok((Some("::1".parse().unwrap()), 3260))
-        );
-        assert_eq!(
-            portal_endpoint("10.0.0.5"),
-            Ok((Some("10.0.0.5".parse().unwrap()), 3260))
-        );
-        assert_eq!(portal_endpoint("storage.example:3262"), Ok((None, 3262)));
-        assert!(portal_endpoint("x:y").is_err());
-        assert!(portal_endpoint("").is_err());
+    fn listener_overlap() {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         assert!(overlaps(ip("0.0.0.0"), Some(ip("10.0.0.5"))));
         assert!(overlaps(ip("10.0.0.5"), Some(ip("0.0.0.0"))));

@@ -1,6 +1,7 @@
 //! Pure parsers for the kernel tables the checks read: `/proc/mounts`, `/proc/modules`,
 //! `/proc/net/tcp{,6}`, `/proc/net/unix`, `/proc/<pid>/fd` links, and the open-iscsi
-//! initiator name file. Each takes the file's text and is tested on real samples.
+//! initiator name file (the name itself is checked by [`crate::domain::Iqn`]). Each takes
+//! the file's text and is tested on real samples.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -127,57 +128,6 @@ pub fn initiator_name(text: &str) -> InitiatorName {
     }
 }
 
-/// Checks an iSCSI name against RFC 3720 section 3.2.6: `iqn.YYYY-MM.<reversed domain>[:x]`,
-/// `eui.` + 16 hex digits, or `naa.` + 16 or 32 hex digits; at most 223 bytes. The error
-/// says what is wrong.
-pub fn validate_iscsi_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("the name is empty".into());
-    }
-    if name.len() > 223 {
-        return Err(format!("{} bytes long, at most 223 allowed", name.len()));
-    }
-    let lower = name.to_ascii_lowercase();
-    let hex_of = |rest: &str, lens: &[usize]| {
-        lens.contains(&rest.len()) && rest.chars().all(|c| c.is_ascii_hexdigit())
-    };
-    if let Some(rest) = lower.strip_prefix("eui.") {
-        return hex_of(rest, &[16])
-            .then_some(())
-            .ok_or_else(|| "an eui. name needs exactly 16 hex digits".into());
-    }
-    if let Some(rest) = lower.strip_prefix("naa.") {
-        return hex_of(rest, &[16, 32])
-            .then_some(())
-            .ok_or_else(|| "a naa. name needs 16 or 32 hex digits".into());
-    }
-    let Some(rest) = name.strip_prefix("iqn.") else {
-        return Err("it must start with iqn., eui. or naa.".into());
-    };
-    if let Some(bad) = rest
-        .chars()
-        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || "-.:".contains(*c)))
-    {
-        return Err(format!(
-            "character {bad:?} is not allowed (lower-case letters, digits, '-', '.', ':')"
-        ));
-    }
-    let date_ok = rest.len() > 8
-        && rest.as_bytes()[4] == b'-'
-        && rest.as_bytes()[7] == b'.'
-        && rest[..4].chars().all(|c| c.is_ascii_digit())
-        && rest[5..7].chars().all(|c| c.is_ascii_digit())
-        && matches!(rest[5..7].parse::<u8>(), Ok(1..=12));
-    if !date_ok {
-        return Err("it must continue with a date and a domain: iqn.YYYY-MM.com.example".into());
-    }
-    let domain = rest[8..].split(':').next().unwrap_or("");
-    if domain.is_empty() || domain.split('.').any(str::is_empty) {
-        return Err("the naming authority (reversed domain) after the date is malformed".into());
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,34 +227,5 @@ InitiatorName=iqn.1993-08.org.debian:01:5c8d368c2ff3
             initiator_name("#InitiatorName=iqn.2000-01.x:y\n"),
             InitiatorName::Missing
         );
-    }
-
-    #[test]
-    fn validates_iscsi_names() {
-        for good in [
-            "iqn.1993-08.org.debian:01:5c8d368c2ff3",
-            "iqn.2026-11.io.csi.lvm-iscsi:vg0.pvc-1",
-            "iqn.2000-01.com.example",
-            "eui.02004567A425678D",
-            "naa.52004567BA64678D",
-            "naa.62004567BA64678D0123456789ABCDEF",
-        ] {
-            assert_eq!(validate_iscsi_name(good), Ok(()), "{good}");
-        }
-        for bad in [
-            "",
-            "iqn.1993-08.org.Debian:01",
-            "iqn.1993-13.org.debian",
-            "iqn.93-08.org.debian",
-            "iqn.1993-08.",
-            "iqn.1993-08.org..debian",
-            "iqn.1993-08.org.debian:a b",
-            "eui.1234",
-            "naa.xyz",
-            "InitiatorName",
-        ] {
-            assert!(validate_iscsi_name(bad).is_err(), "{bad}");
-        }
-        assert!(validate_iscsi_name(&format!("iqn.2000-01.com.x:{}", "a".repeat(220))).is_err());
     }
 }

@@ -31,8 +31,11 @@ pub async fn check(host: &Host, args: &DoctorStorageArgs) -> Vec<Finding> {
         }
         TargetBackendKind::Tgt => findings.push(tgtd(host).await),
     }
-    let portal = args.portals.first().map(String::as_str).unwrap_or("");
-    findings.push(port::portal_port(host, portal, args.target_backend));
+    findings.push(port::portal_port(
+        host,
+        args.portals.first(),
+        args.target_backend,
+    ));
     findings
 }
 
@@ -370,7 +373,7 @@ configfs 57344 3 iscsi_target_mod,target_core_mod, Live 0xffffffffc0578000
                 thin_pool: pool.map(String::from),
                 target_backend: backend,
                 configfs_root: self.path("configfs"),
-                portals: vec!["10.0.0.5:3260".into()],
+                portals: vec!["10.0.0.5:3260".parse().unwrap()],
             };
             check(&host, &args).await
         }

@@ -6,7 +6,7 @@
 use nix::errno::Errno;
 use tonic::{Code, Status};
 
-use crate::chap::ChapError;
+use crate::domain::chap::ChapError;
 use crate::exec::ExecError;
 use crate::node::device::DeviceError;
 use crate::node::error::NodeError;

@@ -15,7 +15,10 @@ pub mod tgt;
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
-use crate::chap::Chap;
+use std::net::SocketAddr;
+
+use crate::domain::chap::Chap;
+use crate::domain::Portal;
 use crate::exec::ExecError;
 
 /// A volume's export: a target with its data LUN backed by a block device.
@@ -27,8 +30,8 @@ pub struct ExportSpec {
     pub device: String,
     /// A short backend-safe name for the backstore (unique per volume).
     pub backstore: String,
-    /// Listening portals, `ADDRESS:PORT`.
-    pub portals: Vec<String>,
+    /// Listening portals (IP addresses: the command line refuses host names).
+    pub portals: Vec<Portal>,
 }
 
 /// An ACL entry: an initiator allowed to log in, with its CHAP credentials if any.
@@ -38,6 +41,21 @@ pub struct AclSpec {
     pub initiator: String,
     /// CHAP (initiator and mutual); `None` for ACL-only access.
     pub chap: Option<Chap>,
+}
+
+/// The addresses a target listens on for `portals`: a target listens on addresses, not host
+/// names.
+fn listen_addrs(portals: &[Portal]) -> Result<Vec<SocketAddr>, TargetError> {
+    portals
+        .iter()
+        .map(|p| {
+            p.socket_addr().ok_or_else(|| TargetError::Invalid {
+                what: "portal",
+                value: p.to_string(),
+                reason: "expected IP:PORT or [IPv6]:PORT (a target listens on addresses, not host names)",
+            })
+        })
+        .collect()
 }
 
 /// What the backend reports about one of our targets.

@@ -1,47 +1,19 @@
 //! Request validation, before any lock or side effect: volume ids, paths, the volume
 //! capability, and the publish_context the controller returned from
-//! ControllerPublishVolume (`targetIqn`, `portals`, `lun`, `authMethod`).
+//! ControllerPublishVolume (all but paths and filesystems in [`crate::domain`]'s terms).
 
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 
-use crate::csi::volume_capability::access_mode::Mode;
 use crate::csi::volume_capability::AccessType as CsiAccess;
 use crate::csi::VolumeCapability;
+use crate::domain::access::access_mode;
+use crate::domain::volume_id::IdError;
+use crate::domain::{PublishContext, VolumeId};
 
 use super::error::NodeError;
 use super::fs::FsType;
-use super::iscsi::Portal;
 use super::mount::MountOptions;
-
-/// publish_context key: the target IQN.
-pub const CTX_TARGET_IQN: &str = "targetIqn";
-/// publish_context key: comma-separated portals, `ADDRESS:PORT` or `[IPv6]:PORT`.
-pub const CTX_PORTALS: &str = "portals";
-/// publish_context key: the LUN number (decimal).
-pub const CTX_LUN: &str = "lun";
-/// publish_context key: `CHAP` or `None`.
-pub const CTX_AUTH_METHOD: &str = "authMethod";
-
-/// CSI's limit on volume ids.
-const MAX_VOLUME_ID: usize = 128;
-/// RFC 3720's limit on iSCSI names.
-const MAX_IQN: usize = 223;
-/// SAM's largest flat-space LUN.
-const MAX_LUN: u32 = 16383;
-
-/// Where and how to reach a volume's LUN.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TargetInfo {
-    /// Target IQN.
-    pub iqn: String,
-    /// Portals, first preferred.
-    pub portals: Vec<Portal>,
-    /// LUN number (0 with LIO, 1 with tgt).
-    pub lun: u32,
-    /// Whether the target requires CHAP.
-    pub chap: bool,
-}
 
 /// How the volume is accessed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,29 +38,22 @@ pub struct Capability {
     pub read_only: bool,
 }
 
-/// Checks a volume id: non-empty, at most 128 bytes, and only characters that are safe in
-/// logs, file names and command lines.
+/// Checks a volume id with the controller's rule ([`VolumeId`]): refused when empty or
+/// holding characters outside LVM's alphabet. An id of harmless characters that is not of
+/// the form `<vg>/<lv>` cannot be one of ours, but the operations that only name a volume
+/// (unstage, unpublish, stats, expand) accept it as before: they find nothing under it.
 pub fn volume_id(id: &str) -> Result<(), NodeError> {
-    let field = "volume_id";
-    if id.is_empty() {
-        return Err(NodeError::invalid(field, "must not be empty"));
+    match id.parse::<VolumeId>() {
+        Ok(_) | Err(IdError::Unknown { .. }) => Ok(()),
+        Err(e) => Err(NodeError::invalid("volume_id", e.to_string())),
     }
-    if id.len() > MAX_VOLUME_ID {
-        return Err(NodeError::invalid(
-            field,
-            format!("longer than {MAX_VOLUME_ID} bytes"),
-        ));
-    }
-    if let Some(c) = id
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "._-+/:@=".contains(*c)))
-    {
-        return Err(NodeError::invalid(
-            field,
-            format!("`{}` contains `{}`", id.escape_debug(), c.escape_debug()),
-        ));
-    }
-    Ok(())
+}
+
+/// The volume id of a request that derives something from it (NodeStageVolume: the CHAP
+/// credentials): one of ours, `<vg>/<lv>`.
+pub fn volume(id: &str) -> Result<VolumeId, NodeError> {
+    id.parse()
+        .map_err(|e: IdError| NodeError::invalid("volume_id", e.to_string()))
 }
 
 /// Checks a path from the request: present, absolute, no `..`, no control characters.
@@ -120,11 +85,6 @@ pub fn abs_path(field: &'static str, path: &str) -> Result<PathBuf, NodeError> {
 pub fn capability(cap: Option<&VolumeCapability>) -> Result<Capability, NodeError> {
     let field = "volume_capability";
     let cap = cap.ok_or_else(|| NodeError::invalid(field, "missing"))?;
-    let mode = cap
-        .access_mode
-        .as_ref()
-        .map(|m| Mode::try_from(m.mode).unwrap_or(Mode::Unknown))
-        .unwrap_or(Mode::Unknown);
     let access = match &cap.access_type {
         None => {
             return Err(NodeError::invalid(
@@ -150,109 +110,23 @@ pub fn capability(cap: Option<&VolumeCapability>) -> Result<Capability, NodeErro
             }
         }
     };
-    let read_only = match mode {
-        Mode::SingleNodeReaderOnly | Mode::MultiNodeReaderOnly => true,
-        Mode::SingleNodeWriter | Mode::SingleNodeSingleWriter | Mode::SingleNodeMultiWriter => {
-            false
-        }
-        // Several nodes writing one ext4/xfs would corrupt it; a raw device is the
-        // application's business.
-        Mode::MultiNodeSingleWriter | Mode::MultiNodeMultiWriter if access == Access::Block => {
-            false
-        }
-        Mode::MultiNodeSingleWriter | Mode::MultiNodeMultiWriter => {
-            return Err(NodeError::invalid(
-                field,
-                format!(
-                    "access mode {} is not supported for filesystem volumes (ext4 and xfs are not cluster filesystems)",
-                    mode.as_str_name()
-                ),
-            ))
-        }
-        Mode::Unknown => return Err(NodeError::invalid(field, "access mode missing or unknown")),
-    };
-    Ok(Capability { access, read_only })
-}
-
-fn get<'a>(ctx: &'a HashMap<String, String>, key: &'static str) -> Result<&'a str, NodeError> {
-    ctx.get(key)
-        .map(String::as_str)
-        .filter(|v| !v.is_empty())
-        .ok_or_else(|| {
-            NodeError::invalid(
-                "publish_context",
-                format!("key `{key}` missing (it comes from ControllerPublishVolume)"),
-            )
-        })
+    let mode = access_mode(cap).map_err(|e| NodeError::invalid(field, e))?;
+    Ok(Capability {
+        access,
+        read_only: mode.read_only,
+    })
 }
 
 /// Parses the publish_context into the target's coordinates.
-pub fn target_info(ctx: &HashMap<String, String>) -> Result<TargetInfo, NodeError> {
-    let field = "publish_context";
-    let iqn = get(ctx, CTX_TARGET_IQN)?;
-    let known_prefix = ["iqn.", "eui.", "naa."].iter().any(|p| iqn.starts_with(p));
-    if !known_prefix
-        || iqn.len() > MAX_IQN
-        || !iqn
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'))
-    {
-        return Err(NodeError::invalid(
-            field,
-            format!(
-                "`{CTX_TARGET_IQN}` `{}` is not an iSCSI name",
-                iqn.escape_debug()
-            ),
-        ));
-    }
-    let portals = get(ctx, CTX_PORTALS)?
-        .split(',')
-        .map(|p| p.trim().parse::<Portal>())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| NodeError::invalid(field, format!("`{CTX_PORTALS}`: {e}")))?;
-    let lun = get(ctx, CTX_LUN)?;
-    let lun = lun
-        .parse::<u32>()
-        .ok()
-        .filter(|l| *l <= MAX_LUN)
-        .ok_or_else(|| {
-            NodeError::invalid(
-                field,
-                format!("`{CTX_LUN}` `{}` is not a LUN number", lun.escape_debug()),
-            )
-        })?;
-    let chap = match get(ctx, CTX_AUTH_METHOD)? {
-        "CHAP" => true,
-        "None" => false,
-        other => {
-            return Err(NodeError::invalid(
-                field,
-                format!(
-                    "`{CTX_AUTH_METHOD}` `{}` is neither CHAP nor None",
-                    other.escape_debug()
-                ),
-            ))
-        }
-    };
-    Ok(TargetInfo {
-        iqn: iqn.to_string(),
-        portals,
-        lun,
-        chap,
-    })
+pub fn publish_context(ctx: &HashMap<String, String>) -> Result<PublishContext, NodeError> {
+    PublishContext::parse(ctx).map_err(|e| NodeError::invalid("publish_context", e.to_string()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::csi::volume_capability::access_mode::Mode;
     use crate::csi::volume_capability::{AccessMode, BlockVolume, MountVolume};
-
-    pub(crate) fn ctx(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
 
     fn cap(access: CsiAccess, mode: Mode) -> VolumeCapability {
         VolumeCapability {
@@ -271,11 +145,23 @@ mod tests {
 
     #[test]
     fn volume_ids() {
-        for ok in ["csivg/pvc-1", "node1:vg/lv_2", "a+b.c=d@e"] {
+        for ok in ["csivg/pvc-1", "vg/lv_2", "a+b/c.d-e"] {
             volume_id(ok).unwrap();
+            assert_eq!(volume(ok).unwrap().to_string(), ok);
         }
+        // Harmless but not ours: named, never derived from.
+        volume_id("fake-vol-id").unwrap();
+        assert!(matches!(
+            volume("fake-vol-id"),
+            Err(NodeError::Invalid { .. })
+        ));
         for bad in [
             "",
+            // Outside LVM's alphabet, which the controller's ids are made of (the node
+            // accepted `:`, `=` and `@` before the rule was shared).
+            "node1:vg/lv_2",
+            "a+b.c=d@e",
+            "vg/../etc",
             "vg/lv;rm -rf",
             "vg/$(x)",
             "a b",
@@ -314,12 +200,22 @@ mod tests {
         assert!(ro.read_only);
         let blk = capability(Some(&cap(
             CsiAccess::Block(BlockVolume {}),
-            Mode::MultiNodeMultiWriter,
+            Mode::MultiNodeReaderOnly,
         )))
         .unwrap();
-        assert_eq!(blk.access, Access::Block);
+        assert_eq!((blk.access, blk.read_only), (Access::Block, true));
         for bad in [
             None,
+            // Refused like the controller does (the node accepted it for block before the
+            // rule was shared; the controller never published one).
+            Some(cap(
+                CsiAccess::Block(BlockVolume {}),
+                Mode::MultiNodeMultiWriter,
+            )),
+            Some(cap(
+                CsiAccess::Block(BlockVolume {}),
+                Mode::MultiNodeSingleWriter,
+            )),
             Some(cap(mount("btrfs", &[]), Mode::SingleNodeWriter)),
             Some(cap(mount("ext4", &["bind"]), Mode::SingleNodeWriter)),
             Some(cap(mount("ext4", &[]), Mode::MultiNodeMultiWriter)),
@@ -342,34 +238,14 @@ mod tests {
     }
 
     #[test]
-    fn publish_context() {
-        let good = ctx(&[
-            (CTX_TARGET_IQN, "iqn.2026-11.io.csi.lvm-iscsi:csivg.pvc-1"),
-            (CTX_PORTALS, "10.0.0.5:3260, [fd00::5]:3260"),
-            (CTX_LUN, "1"),
-            (CTX_AUTH_METHOD, "CHAP"),
-        ]);
-        let t = target_info(&good).unwrap();
-        assert_eq!(t.portals.len(), 2);
-        assert_eq!((t.lun, t.chap), (1, true));
-        for key in [CTX_TARGET_IQN, CTX_PORTALS, CTX_LUN, CTX_AUTH_METHOD] {
-            let mut m = good.clone();
-            m.remove(key);
-            let err = target_info(&m).unwrap_err().to_string();
-            assert!(err.contains(key), "{err}");
-        }
-        for (key, bad) in [
-            (CTX_TARGET_IQN, "not-an-iqn"),
-            (CTX_TARGET_IQN, "iqn.x:a b"),
-            (CTX_PORTALS, "10.0.0.5:x"),
-            (CTX_PORTALS, "10.0.0.5:3260,"),
-            (CTX_LUN, "-1"),
-            (CTX_LUN, "99999"),
-            (CTX_AUTH_METHOD, "chap"),
-        ] {
-            let mut m = good.clone();
-            m.insert(key.into(), bad.into());
-            assert!(target_info(&m).is_err(), "{key}={bad}");
-        }
+    fn publish_context_errors_name_the_field() {
+        let err = publish_context(&HashMap::new()).unwrap_err();
+        assert!(matches!(
+            err,
+            NodeError::Invalid {
+                field: "publish_context",
+                ..
+            }
+        ));
     }
 }

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::chap::ChapError;
+use crate::domain::chap::ChapError;
 
 use super::device::DeviceError;
 use super::fs::FsError;

@@ -4,14 +4,13 @@
 //! produced: the layers above see "session exists", "nothing there" or a typed failure.
 
 use std::fmt;
-use std::net::IpAddr;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Mutex;
 
-use crate::chap::Chap;
+use crate::domain::chap::Chap;
+use crate::domain::Portal;
 use crate::exec::{Cmd, ExecError, Output, SharedRunner};
 
 /// open-iscsi exit codes this driver acts on.
@@ -51,91 +50,6 @@ const DATABASE_ATTEMPTS: u32 = 4;
 
 /// Pause before the next attempt after exit 6, times the attempts made so far.
 const DATABASE_BACKOFF: Duration = Duration::from_millis(50);
-
-/// An iSCSI portal: address (IPv6 without brackets) and TCP port.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Portal {
-    /// Host name, IPv4 or IPv6 address.
-    pub host: String,
-    /// TCP port.
-    pub port: u16,
-}
-
-/// The iSCSI port when a portal names none.
-pub const DEFAULT_PORT: u16 = 3260;
-
-impl FromStr for Portal {
-    type Err = String;
-
-    /// `ADDRESS:PORT`, `[IPv6]:PORT`, or an address alone (port 3260).
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = |why: &str| format!("portal `{}` {why}", s.escape_debug());
-        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-            let (host, after) = rest.split_once(']').ok_or_else(|| bad("lacks `]`"))?;
-            if host.parse::<std::net::Ipv6Addr>().is_err() {
-                return Err(bad("has an invalid IPv6 address"));
-            }
-            match after {
-                "" => (host, None),
-                p => (
-                    host,
-                    Some(
-                        p.strip_prefix(':')
-                            .ok_or_else(|| bad("needs `:` after `]`"))?,
-                    ),
-                ),
-            }
-        } else {
-            match s.split_once(':') {
-                Some((h, p)) if !p.contains(':') => (h, Some(p)),
-                Some(_) => return Err(bad("is IPv6: write it as [ADDRESS]:PORT")),
-                None => (s, None),
-            }
-        };
-        if host.is_empty()
-            || !host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'))
-        {
-            return Err(bad("has an invalid address"));
-        }
-        let port = match port {
-            None => DEFAULT_PORT,
-            Some(p) => p
-                .parse::<u16>()
-                .ok()
-                .filter(|p| *p != 0)
-                .ok_or_else(|| bad("has an invalid port"))?,
-        };
-        Ok(Portal {
-            host: host.to_string(),
-            port,
-        })
-    }
-}
-
-impl fmt::Display for Portal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{}:{}", self.host, self.port)
-        }
-    }
-}
-
-impl Portal {
-    /// Whether both name the same endpoint (IP addresses compared as addresses).
-    pub fn same(&self, other: &Portal) -> bool {
-        if self.port != other.port {
-            return false;
-        }
-        match (self.host.parse::<IpAddr>(), other.host.parse::<IpAddr>()) {
-            (Ok(a), Ok(b)) => a == b,
-            _ => self.host.eq_ignore_ascii_case(&other.host),
-        }
-    }
-}
 
 /// One line of `iscsiadm -m session`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -479,33 +393,6 @@ mod tests {
     use crate::exec::FakeRunner;
     use std::sync::Arc;
 
-    #[test]
-    fn portals() {
-        let p: Portal = "10.0.0.5:3260".parse().unwrap();
-        assert_eq!((p.host.as_str(), p.port), ("10.0.0.5", 3260));
-        let v6: Portal = "[fd00::5]:3261".parse().unwrap();
-        assert_eq!((v6.host.as_str(), v6.port), ("fd00::5", 3261));
-        assert_eq!(v6.to_string(), "[fd00::5]:3261");
-        assert_eq!("storage-1".parse::<Portal>().unwrap().port, DEFAULT_PORT);
-        assert!("[::1]".parse::<Portal>().is_ok());
-        for bad in [
-            "",
-            "fd00::5:3260",
-            "a:0",
-            "a:99999",
-            "[zz]:1",
-            "[::1]3260",
-            "a b:1",
-            "a;rm:1",
-        ] {
-            assert!(bad.parse::<Portal>().is_err(), "{bad}");
-        }
-        let a: Portal = "[::1]:3260".parse().unwrap();
-        let b: Portal = "[0:0:0:0:0:0:0:1]:3260".parse().unwrap();
-        assert!(a.same(&b));
-        assert!(!a.same(&"[::1]:3261".parse().unwrap()));
-    }
-
     /// `iscsiadm -m session` output captured in the lab (open-iscsi 2.1.8).
     #[test]
     fn parses_real_session_lists() {
@@ -515,7 +402,7 @@ mod tests {
         assert_eq!(s[0].portal.to_string(), "127.0.0.1:3260");
         assert_eq!(s[1].target, "iqn.2026-11.io.csi.lvm-iscsi:vg.lv2");
         let v6 = parse_sessions(include_str!("testdata/iscsiadm-session-ipv6.txt")).unwrap();
-        assert_eq!(v6[1].portal.host, "::1");
+        assert_eq!(v6[1].portal.host(), "::1");
         assert!(parse_sessions("").unwrap().is_empty());
         assert!(parse_sessions("tcp: 2 x").is_err());
         assert!(parse_sessions("tcp: [x] 1.2.3.4:3260,1 iqn.a:b").is_err());
@@ -539,7 +426,7 @@ mod tests {
     #[tokio::test]
     async fn prepare_sets_manual_startup_and_chap_with_secrets_redacted() {
         let (r, i) = fake(|_| Output::ok(""));
-        let chap = crate::chap::derive(b"0123456789abcdef", "vg/a", "iqn.2000-01.x:n1");
+        let chap = crate::domain::chap::derive(b"0123456789abcdef", "vg/a", "iqn.2000-01.x:n1");
         let p: Portal = "[fd00::1]:3260".parse().unwrap();
         i.prepare("iqn.t:a", &p, Some(&chap)).await.unwrap();
         let calls = r.calls();

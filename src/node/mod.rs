@@ -54,6 +54,7 @@ use self::fs::Filesystems;
 use self::iscsi::Iscsiadm;
 use self::mount::{mount_at, MountEntry, Mounter, Unmounted};
 use self::state::StateDir;
+use crate::domain::Iqn;
 
 pub use self::startup::{read_initiator_name, run};
 
@@ -63,7 +64,7 @@ pub struct NodeConfig {
     /// Reported by NodeGetInfo: the Kubernetes node name, or the IQN when standalone.
     pub node_id: String,
     /// This host's initiator IQN (CHAP credentials are derived with it).
-    pub initiator_iqn: String,
+    pub initiator_iqn: Iqn,
     /// Reported by NodeGetInfo (0: no limit).
     pub max_volumes_per_node: i64,
     /// How long to wait for a LUN's disk after a login.

@@ -13,8 +13,9 @@ use crate::csi::{
     NodePublishVolumeRequest, NodePublishVolumeResponse, NodeUnpublishVolumeRequest,
     NodeUnpublishVolumeResponse,
 };
+use crate::domain::PublishContext;
 
-use super::context::{self, Access, TargetInfo};
+use super::context::{self, Access};
 use super::error::NodeError;
 use super::mount::MountOptions;
 use super::{resolve, NodeService};
@@ -24,7 +25,7 @@ enum Plan<'a> {
     /// Bind the staging mount, with these options.
     Mount(&'a MountOptions),
     /// Bind the LUN's device node.
-    Block(TargetInfo),
+    Block(PublishContext),
 }
 
 /// How a publication is described in errors.
@@ -50,7 +51,7 @@ impl NodeService {
         let read_only = req.readonly || cap.read_only;
         let plan = match &cap.access {
             Access::Mount { options, .. } => Plan::Mount(options),
-            Access::Block => Plan::Block(context::target_info(&req.publish_context)?),
+            Access::Block => Plan::Block(context::publish_context(&req.publish_context)?),
         };
         let _guard = self.lock(&req.volume_id)?;
         let target_path = resolve(&target_path);
@@ -115,12 +116,12 @@ impl NodeService {
         volume_id: &str,
         staging: &Path,
         target_path: &Path,
-        target: &TargetInfo,
+        target: &PublishContext,
         read_only: bool,
     ) -> Result<(), NodeError> {
         let disk = self
             .sysfs
-            .find_lun(&target.iqn, target.lun)?
+            .find_lun(target.iqn.as_str(), target.lun)?
             .ok_or_else(|| NodeError::NotStaged {
                 volume_id: volume_id.to_string(),
                 path: staging.to_path_buf(),

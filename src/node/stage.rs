@@ -16,17 +16,18 @@ use std::path::Path;
 
 use nix::mount::MsFlags;
 
-use crate::chap::{self, Chap};
 use crate::csi::{
     NodeStageVolumeRequest, NodeStageVolumeResponse, NodeUnstageVolumeRequest,
     NodeUnstageVolumeResponse,
 };
+use crate::domain::chap::{self, Chap, ChapKey};
+use crate::domain::{Portal, PublishContext, VolumeId};
 
-use super::context::{self, Access, Capability, TargetInfo};
+use super::context::{self, Access, Capability};
 use super::device::{self, BlockDevice};
 use super::error::NodeError;
 use super::fs::{Content, FsType};
-use super::iscsi::{Login, Portal};
+use super::iscsi::Login;
 use super::mount::{MountEntry, MountOptions};
 use super::state::{StageRecord, StateError};
 use super::superblock;
@@ -38,17 +39,17 @@ impl NodeService {
         &self,
         req: &NodeStageVolumeRequest,
     ) -> Result<NodeStageVolumeResponse, NodeError> {
-        context::volume_id(&req.volume_id)?;
+        let id = context::volume(&req.volume_id)?;
         let staging = context::abs_path("staging_target_path", &req.staging_target_path)?;
         let cap = context::capability(req.volume_capability.as_ref())?;
-        let target = context::target_info(&req.publish_context)?;
-        let chap = self.chap(&req.secrets, &req.volume_id, target.chap)?;
+        let target = context::publish_context(&req.publish_context)?;
+        let chap = self.chap(&req.secrets, &id, target.chap)?;
         let _guard = self.lock(&req.volume_id)?;
         let staging = resolve(&staging);
 
         let record = StageRecord {
             volume_id: req.volume_id.clone(),
-            target_iqn: target.iqn.clone(),
+            target_iqn: target.iqn.to_string(),
             portals: target.portals.iter().map(ToString::to_string).collect(),
             lun: target.lun,
         };
@@ -65,7 +66,7 @@ impl NodeService {
             Ok(p) => p,
             Err(e) => {
                 // Never forget a target that still has a session: unstage logs it out.
-                match self.sysfs.sessions_of(&target.iqn) {
+                match self.sysfs.sessions_of(target.iqn.as_str()) {
                     Ok(left) if left.is_empty() => self.state.remove(&req.volume_id).await?,
                     _ => {
                         tracing::warn!(target = %target.iqn, "a session to the target may be left after the failed login; keeping the stage record for NodeUnstageVolume")
@@ -76,10 +77,15 @@ impl NodeService {
         };
         let disk = self
             .sysfs
-            .wait_for_lun(&target.iqn, &portal, target.lun, self.config.device_timeout)
+            .wait_for_lun(
+                target.iqn.as_str(),
+                &portal,
+                target.lun,
+                self.config.device_timeout,
+            )
             .await?;
         self.sysfs
-            .check_by_path(&portal, &target.iqn, target.lun, &disk)?;
+            .check_by_path(&portal, target.iqn.as_str(), target.lun, &disk)?;
         tracing::info!(device = %disk.path.display(), lun = target.lun, "LUN attached");
         match &cap.access {
             Access::Block if cap.read_only => {
@@ -99,7 +105,7 @@ impl NodeService {
     fn chap(
         &self,
         secrets: &HashMap<String, String>,
-        volume_id: &str,
+        volume: &VolumeId,
         required: bool,
     ) -> Result<Option<Chap>, NodeError> {
         if !required {
@@ -108,8 +114,8 @@ impl NodeService {
             }
             return Ok(None);
         }
-        chap::from_secrets(secrets, volume_id, &self.config.initiator_iqn)?
-            .map(Some)
+        ChapKey::from_secrets(secrets)?
+            .map(|key| Some(key.credentials(volume, &self.config.initiator_iqn)))
             .ok_or(NodeError::MissingChapKey {
                 key: chap::SECRET_KEY,
             })
@@ -120,7 +126,7 @@ impl NodeService {
         &self,
         staging: &Path,
         mounted: &MountEntry,
-        target: &TargetInfo,
+        target: &PublishContext,
         cap: &Capability,
     ) -> Result<(), NodeError> {
         let conflict = |expected: String| NodeError::StagingConflict {
@@ -130,7 +136,7 @@ impl NodeService {
         };
         let disk = self
             .sysfs
-            .find_lun(&target.iqn, target.lun)?
+            .find_lun(target.iqn.as_str(), target.lun)?
             .ok_or_else(|| {
                 conflict(format!(
                     "none: LUN {} of {} is not attached",
@@ -180,18 +186,20 @@ impl NodeService {
     /// target is logged out and the node records made here are deleted again.
     async fn ensure_session(
         &self,
-        target: &TargetInfo,
+        target: &PublishContext,
         chap: Option<&Chap>,
     ) -> Result<Portal, NodeError> {
-        if let Some((sid, portal)) = self.find_session(&target.iqn, None)? {
+        if let Some((sid, portal)) = self.find_session(target.iqn.as_str(), None)? {
             tracing::info!(sid, %portal, "reusing the existing session");
             return Ok(portal);
         }
         let mut first_error = None;
         for portal in &target.portals {
             let attempt = async {
-                self.iscsi.prepare(&target.iqn, portal, chap).await?;
-                self.iscsi.login(&target.iqn, portal).await
+                self.iscsi
+                    .prepare(target.iqn.as_str(), portal, chap)
+                    .await?;
+                self.iscsi.login(target.iqn.as_str(), portal).await
             };
             match attempt.await {
                 Ok(how) => {
@@ -204,11 +212,13 @@ impl NodeService {
                 }
             }
         }
-        if let Some((sid, portal)) = self.find_session(&target.iqn, Some(&target.portals))? {
+        if let Some((sid, portal)) =
+            self.find_session(target.iqn.as_str(), Some(&target.portals))?
+        {
             tracing::warn!(sid, %portal, "the login reported a failure, but its session is up: using it");
             return Ok(portal);
         }
-        if let Err(e) = self.clean_up_login(&target.iqn).await {
+        if let Err(e) = self.clean_up_login(target.iqn.as_str()).await {
             tracing::warn!(error = %crate::error::full_message(&e), "cannot clean up after the failed login");
         }
         Err(first_error

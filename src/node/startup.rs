@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use crate::cli::{IscsiadmMode, NodeArgs};
 use crate::csi::identity_server::IdentityServer;
 use crate::csi::node_server::NodeServer;
+use crate::domain::Iqn;
 use crate::error::full_message;
 use crate::exec::{SharedRunner, TokioRunner};
 use crate::identity::{Health, IdentityService, Readiness};
@@ -21,7 +22,7 @@ use super::state::StateDir;
 use super::{NodeConfig, NodeDeps, NodeService};
 
 /// Reads `InitiatorName=` from open-iscsi's initiator name file.
-pub fn read_initiator_name(path: &Path) -> Result<String, String> {
+pub fn read_initiator_name(path: &Path) -> Result<Iqn, String> {
     let fix = format!(
         "install open-iscsi (its package generates the file) or write `InitiatorName=iqn.YYYY-MM.reverse.domain:hostname` to {} and restart iscsid; --initiator-name-file (CSI_INITIATOR_NAME_FILE) names another file",
         path.display()
@@ -41,21 +42,14 @@ pub fn read_initiator_name(path: &Path) -> Result<String, String> {
 }
 
 /// The IQN of the first `InitiatorName=` line, if it is a valid iSCSI name.
-fn parse_initiator_name(text: &str) -> Option<String> {
-    let value = text
-        .lines()
+fn parse_initiator_name(text: &str) -> Option<Iqn> {
+    text.lines()
         .map(str::trim)
         .filter(|l| !l.starts_with('#'))
         .find_map(|l| l.strip_prefix("InitiatorName="))?
-        .trim();
-    let valid = ["iqn.", "eui.", "naa."]
-        .iter()
-        .any(|p| value.starts_with(p))
-        && value.len() <= 223
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'));
-    valid.then(|| value.to_string())
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Probe: iscsiadm works and iscsid listens (and, on the way, the session gauge).
@@ -97,14 +91,14 @@ pub async fn run(args: NodeArgs) -> Result<(), String> {
     let iqn = read_initiator_name(&args.initiator_name_file)?;
     let node_id = match (&args.node_id, args.common.standalone) {
         (Some(id), _) => id.clone(),
-        (None, true) => iqn.clone(),
+        (None, true) => iqn.to_string(),
         (None, false) => {
             return Err("--node-id (CSI_NODE_ID) is required unless --standalone: set it to the Kubernetes node name (spec.nodeName through the downward API)".into())
         }
     };
     if !args.common.standalone {
         let client = kube::client().await.map_err(|e| full_message(&e))?;
-        kube::write_initiator(&client, &args.common.driver_name, &node_id, &iqn)
+        kube::write_initiator(&client, &args.common.driver_name, &node_id, iqn.as_str())
             .await
             .map_err(|e| {
                 format!(
@@ -163,7 +157,7 @@ pub async fn run(args: NodeArgs) -> Result<(), String> {
         server::bind(&socket).map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
     tracing::info!(
         node_id,
-        initiator = iqn,
+        initiator = %iqn,
         socket = %socket.display(),
         state_dir = %state_dir.display(),
         iscsiadm = ?args.iscsiadm_mode,
@@ -188,7 +182,7 @@ mod tests {
         // The file open-iscsi's Debian package writes.
         let debian = "## DO NOT EDIT OR REMOVE THIS FILE!\n## If you remove this file, the iSCSI daemon will not start.\n## If you change the InitiatorName, existing access control lists\n## may reject this initiator.  The InitiatorName must be unique\n## for each iSCSI initiator.  Do NOT duplicate iSCSI InitiatorNames.\nInitiatorName=iqn.1993-08.org.debian:01:5c8d368c2ff3\n";
         assert_eq!(
-            parse_initiator_name(debian).as_deref(),
+            parse_initiator_name(debian).as_ref().map(Iqn::as_str),
             Some("iqn.1993-08.org.debian:01:5c8d368c2ff3")
         );
         assert_eq!(parse_initiator_name("#InitiatorName=iqn.a:b\n"), None);

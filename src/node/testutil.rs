@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::device::{DevNum, Sysfs, LOGGED_IN};
-use super::iscsi::Portal;
+use crate::domain::Portal;
 
 /// A fake sysfs and /dev in a temporary directory (host number = session id).
 #[derive(Clone)]
@@ -79,9 +79,12 @@ impl FakeSysfs {
         ));
         write(
             &conn.join("persistent_address"),
-            &format!("{}\n", portal.host),
+            &format!("{}\n", portal.host()),
         );
-        write(&conn.join("persistent_port"), &format!("{}\n", portal.port));
+        write(
+            &conn.join("persistent_port"),
+            &format!("{}\n", portal.port()),
+        );
         for (lun, name, num) in luns {
             self.add_lun(sid, *lun, name, *num);
         }

@@ -85,10 +85,10 @@ fn chap_key_secret_storage_classes_and_controller_agree() {
             let key = secret
                 .data
                 .as_ref()
-                .and_then(|d| d.get(lvm_iscsi_csi::chap::SECRET_KEY))
+                .and_then(|d| d.get(lvm_iscsi_csi::domain::chap::SECRET_KEY))
                 .expect("chapKey in the Secret");
             assert!(
-                key.0.len() >= lvm_iscsi_csi::chap::MIN_KEY_LEN,
+                key.0.len() >= lvm_iscsi_csi::domain::chap::MIN_KEY_LEN,
                 "key too short"
             );
         }

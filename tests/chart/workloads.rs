@@ -298,7 +298,7 @@ fn secret_key_file(spec: &PodSpec, c: &Container, file: &str) -> Result<String, 
             .ok_or_else(|| format!("--chap-key-file {file}: no item at {inner}"))?,
         None => inner,
     };
-    if key != lvm_iscsi_csi::chap::SECRET_KEY {
+    if key != lvm_iscsi_csi::domain::chap::SECRET_KEY {
         return Err(format!("--chap-key-file {file} is Secret field {key}"));
     }
     secret

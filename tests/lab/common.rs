@@ -16,9 +16,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use lvm_iscsi_csi::chap::Chap;
 use lvm_iscsi_csi::csi::identity_client::IdentityClient;
 use lvm_iscsi_csi::csi::ProbeRequest;
+use lvm_iscsi_csi::domain::chap::Chap;
 use tonic::transport::{Channel, Endpoint};
 
 /// A variable the lab sets; a clear panic when it is missing.

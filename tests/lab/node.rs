@@ -8,12 +8,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use lvm_iscsi_csi::chap;
 use lvm_iscsi_csi::csi::controller_client::ControllerClient;
 use lvm_iscsi_csi::csi::node_client::NodeClient;
 use lvm_iscsi_csi::csi::volume_capability::access_mode::Mode;
 use lvm_iscsi_csi::csi::volume_capability::{AccessMode, AccessType, BlockVolume, MountVolume};
 use lvm_iscsi_csi::csi::*;
+use lvm_iscsi_csi::domain::chap;
 use sha2::{Digest, Sha256};
 use tonic::transport::Channel;
 use tonic::Status;

@@ -15,19 +15,19 @@ use std::sync::Arc;
 
 use tonic::Code;
 
-use crate::chap::SECRET_KEY;
 use crate::csi::volume_capability::access_mode::Mode;
 use crate::csi::*;
+use crate::domain::chap::SECRET_KEY;
 use crate::exec::{FakeRunner, Output};
 use crate::export::fake::FakeTarget;
 use crate::lvm::fake::FakeLvm;
 use crate::lvm::Lvm;
 
 use super::capability::tests::{block, mount};
-use super::chap_key::ChapKey;
 use super::copy::FakeCopier;
 use super::resolver::FakeResolver;
 use super::{ControllerService, Settings};
+use crate::domain::ChapKey;
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
@@ -61,7 +61,10 @@ struct Harness {
 fn settings() -> Settings {
     Settings {
         iqn_prefix: PREFIX.into(),
-        portals: vec!["10.0.0.1:3260".into(), "10.0.0.2:3260".into()],
+        portals: vec![
+            "10.0.0.1:3260".parse().unwrap(),
+            "10.0.0.2:3260".parse().unwrap(),
+        ],
         default_volume_group: Some("csivg".into()),
         default_volume_size: 64 * MIB,
         thin_overprovision_ratio: 1.0,

@@ -1,7 +1,7 @@
 //! ControllerPublishVolume and ControllerUnpublishVolume.
 
 use super::*;
-use crate::chap;
+use crate::domain::chap;
 use crate::lvm::tags::VolumeTags;
 
 async fn volume(h: &Harness, name: &str) -> String {

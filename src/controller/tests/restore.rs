@@ -1,7 +1,7 @@
 //! Start-up restore and readiness.
 
 use super::*;
-use crate::chap;
+use crate::domain::chap;
 use crate::export::{AclSpec, ExportSpec, TargetBackend};
 use crate::identity::{Health, Readiness};
 

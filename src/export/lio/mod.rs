@@ -38,10 +38,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 
 use self::configfs::{Configfs, Kind, RealConfigfs};
-use self::portal::parse_portal;
 use super::{
-    check_device, check_name, check_ours, is_ours, normalize_prefix, unit_serial, AclSpec,
-    ExportSpec, TargetBackend, TargetError, TargetState,
+    check_device, check_name, check_ours, is_ours, listen_addrs, normalize_prefix, unit_serial,
+    AclSpec, ExportSpec, TargetBackend, TargetError, TargetState,
 };
 
 /// Our HBA directory under `target/core`: the iblock plugin with an index nobody else uses.
@@ -296,11 +295,7 @@ impl Lio {
         check_ours(&spec.iqn, &self.prefix)?;
         check_name("backstore name", &spec.backstore)?;
         check_device(&spec.device)?;
-        let portals = spec
-            .portals
-            .iter()
-            .map(|p| parse_portal(p))
-            .collect::<Result<Vec<_>, _>>()?;
+        let portals = listen_addrs(&spec.portals)?;
         self.register_fabric()?;
 
         let tpg = self.tpg(&spec.iqn);

@@ -21,15 +21,6 @@ const ATTEMPTS: u32 = 5;
 /// The wait before the next try, times the number of tries so far.
 const BACKOFF: Duration = Duration::from_millis(50);
 
-/// `ADDRESS:PORT` (IPv6 as `[ADDRESS]:PORT`) as a socket address.
-pub(super) fn parse_portal(portal: &str) -> Result<SocketAddr, TargetError> {
-    portal.parse().map_err(|_| TargetError::Invalid {
-        what: "portal",
-        value: portal.to_string(),
-        reason: "expected IP:PORT or [IPv6]:PORT (LIO listens on addresses, not host names)",
-    })
-}
-
 /// The `np/` directory name of a portal: what the kernel expects, `[v6]:port` for IPv6.
 fn np_name(addr: &SocketAddr) -> String {
     match addr {

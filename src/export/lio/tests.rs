@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use super::sim::SimConfigfs;
 use super::*;
-use crate::chap;
+use crate::domain::chap;
 
 const PREFIX: &str = "iqn.2026-11.io.csi.lvm-iscsi";
 const IQN: &str = "iqn.2026-11.io.csi.lvm-iscsi:csivg.pvc-1";
@@ -20,7 +20,10 @@ fn spec() -> ExportSpec {
         iqn: IQN.into(),
         device: "/dev/csivg/pvc-1".into(),
         backstore: "csivg.pvc-1".into(),
-        portals: vec!["127.0.0.1:3260".into(), "[::1]:3260".into()],
+        portals: vec![
+            "127.0.0.1:3260".parse().unwrap(),
+            "[::1]:3260".parse().unwrap(),
+        ],
     }
 }
 
@@ -256,7 +259,7 @@ async fn portals_follow_the_configuration() {
     let (b, sim) = backend();
     b.ensure_export(&spec()).await.unwrap();
     let mut moved = spec();
-    moved.portals = vec!["10.0.0.5:3260".into()];
+    moved.portals = vec!["10.0.0.5:3260".parse().unwrap()];
     b.ensure_export(&moved).await.unwrap();
     assert!(sim.has(&tpg("np/10.0.0.5:3260")));
     assert!(!sim.has(&tpg("np/127.0.0.1:3260")));
@@ -267,7 +270,7 @@ async fn portals_follow_the_configuration() {
 async fn bad_input_is_refused_before_any_write() {
     let (b, sim) = backend();
     let mut host = spec();
-    host.portals = vec!["storage.example.com:3260".into()];
+    host.portals = vec!["storage.example.com:3260".parse().unwrap()];
     assert!(matches!(
         b.ensure_export(&host).await,
         Err(TargetError::Invalid { what: "portal", .. })
@@ -358,7 +361,7 @@ async fn exports_sharing_a_portal_never_race_on_its_listener() {
                 iqn: format!("{PREFIX}:csivg.pvc-{i}"),
                 device: format!("/dev/csivg/pvc-{i}"),
                 backstore: format!("csivg.pvc-{i}"),
-                portals: vec!["127.0.0.1:3260".into()],
+                portals: vec!["127.0.0.1:3260".parse().unwrap()],
             };
             for _ in 0..10 {
                 b.ensure_export(&spec).await?;

@@ -38,10 +38,11 @@ use tokio::sync::Mutex;
 
 use self::parse::{parse_accounts, parse_portals, parse_targets, Target};
 use super::{
-    check_device, check_name, check_ours, is_ours, normalize_prefix, unit_serial, AclSpec,
-    ExportSpec, TargetBackend, TargetError, TargetState,
+    check_device, check_name, check_ours, is_ours, listen_addrs, normalize_prefix, unit_serial,
+    AclSpec, ExportSpec, TargetBackend, TargetError, TargetState,
 };
-use crate::chap::Credential;
+use crate::domain::chap::Credential;
+use crate::domain::iqn::is_iqn;
 use crate::exec::{Cmd, ExecError, Output, SharedRunner};
 
 /// The LUN of the volume (LUN 0 is tgt's controller LUN).
@@ -288,7 +289,7 @@ impl TgtBackend {
     }
 
     async fn unbind_acl(&self, tid: u32, entry: &str) -> Result<(), TargetError> {
-        let flag = if parse::is_iscsi_name(entry) {
+        let flag = if is_iqn(entry) {
             "--initiator-name"
         } else {
             "--initiator-address"
@@ -325,17 +326,7 @@ impl TargetBackend for TgtBackend {
     async fn ensure_export(&self, spec: &ExportSpec) -> Result<(), TargetError> {
         check_ours(&spec.iqn, &self.prefix)?;
         check_device(&spec.device)?;
-        let portals = spec
-            .portals
-            .iter()
-            .map(|p| {
-                p.parse::<SocketAddr>().map_err(|_| TargetError::Invalid {
-                    what: "portal",
-                    value: p.clone(),
-                    reason: "expected IP:PORT or [IPv6]:PORT",
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let portals = listen_addrs(&spec.portals)?;
         let _guard = self.lock.lock().await;
         let (target, _) = self.ensure_target(&spec.iqn).await?;
         let tid = target.tid.to_string();

@@ -2,7 +2,7 @@ use std::sync::{Arc, Mutex};
 
 use super::sim::{Tgt, Tgtd};
 use super::*;
-use crate::chap;
+use crate::domain::chap;
 use crate::exec::FakeRunner;
 
 const PREFIX: &str = "iqn.2026-11.io.csi.lvm-iscsi";
@@ -36,7 +36,7 @@ fn spec() -> ExportSpec {
         iqn: IQN.into(),
         device: "/dev/csivg/pvc-1".into(),
         backstore: "csivg.pvc-1".into(),
-        portals: vec!["127.0.0.1:3260".into()],
+        portals: vec!["127.0.0.1:3260".parse().unwrap()],
     }
 }
 
@@ -106,7 +106,10 @@ async fn export_creates_target_lun_and_serial_once() {
 async fn export_takes_the_lowest_free_tid_and_adds_missing_portals() {
     let (b, tgtd, _) = backend_on(captured());
     let mut s = spec();
-    s.portals = vec!["10.0.0.5:3260".into(), "[fd00::5]:3261".into()];
+    s.portals = vec![
+        "10.0.0.5:3260".parse().unwrap(),
+        "[fd00::5]:3261".parse().unwrap(),
+    ];
     b.ensure_export(&s).await.unwrap();
     let d = tgtd.lock().unwrap();
     assert_eq!(d.targets[&4].name, IQN, "tids 1-3 are taken");
@@ -300,7 +303,7 @@ async fn acl_on_a_missing_target_and_bad_input() {
     ));
     runner.clear();
     let mut bad = spec();
-    bad.portals = vec!["storage.example.com:3260".into()];
+    bad.portals = vec!["storage.example.com:3260".parse().unwrap()];
     assert!(matches!(
         b.ensure_export(&bad).await,
         Err(TargetError::Invalid { .. })

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::exec::{Cmd, ExecError, Runner};
 
-use super::iscsi::Portal;
+use crate::domain::Portal;
 
 /// How often the wait for a device looks again: devices appear 0.1-2 s after a login.
 const POLL: Duration = Duration::from_millis(100);
@@ -403,7 +403,8 @@ impl Sysfs {
     ) -> Result<(), DeviceError> {
         let link = self.dev.join("disk/by-path").join(format!(
             "ip-{}:{}-iscsi-{target}-lun-{lun}",
-            portal.host, portal.port
+            portal.host(),
+            portal.port()
         ));
         let resolved = match std::fs::canonicalize(&link) {
             Ok(p) => p,

@@ -154,7 +154,7 @@ fn connection_portals_from_sysfs_attributes() {
     let p = connection_portal("127.0.0.1\n", "3260\n").unwrap();
     assert_eq!(p.to_string(), "127.0.0.1:3260");
     let v6 = connection_portal("fd00::5", "3261").unwrap();
-    assert_eq!((v6.host.as_str(), v6.port), ("fd00::5", 3261));
+    assert_eq!((v6.host(), v6.port()), ("fd00::5", 3261));
     assert!(v6.same(&"[fd00:0::5]:3261".parse().unwrap()));
     for (address, port) in [
         ("", "3260"),

@@ -11,10 +11,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tonic::{Code, Request};
 
-use super::context::{CTX_AUTH_METHOD, CTX_LUN, CTX_PORTALS, CTX_TARGET_IQN};
 use super::device::DevNum;
 use super::fake::{FakeMounter, MountCall};
-use super::iscsi::{Iscsiadm, Portal};
+use super::iscsi::Iscsiadm;
 use super::state::StateDir;
 use super::testutil::FakeSysfs;
 use super::{NodeConfig, NodeDeps, NodeService};
@@ -22,6 +21,8 @@ use crate::csi::node_server::Node;
 use crate::csi::volume_capability::access_mode::Mode;
 use crate::csi::volume_capability::{AccessMode, AccessType, BlockVolume, MountVolume};
 use crate::csi::*;
+use crate::domain::publish_context::{AUTH_METHOD, LUN, PORTALS, TARGET_IQN};
+use crate::domain::Portal;
 use crate::exec::{Cmd, ExecError, FakeRunner, Output, Runner};
 
 pub const NODE_IQN: &str = "iqn.2004-10.com.debian:node1";
@@ -287,7 +288,7 @@ impl Fixture {
         let svc = NodeService::new(
             NodeConfig {
                 node_id: "node1".into(),
-                initiator_iqn: NODE_IQN.into(),
+                initiator_iqn: NODE_IQN.parse().unwrap(),
                 max_volumes_per_node: 7,
                 device_timeout,
             },
@@ -315,7 +316,7 @@ impl Fixture {
     }
 
     fn export(&self, v: &Vol) {
-        let pw = crate::chap::derive(KEY.as_bytes(), v.id, NODE_IQN)
+        let pw = crate::domain::chap::derive(KEY.as_bytes(), v.id, NODE_IQN)
             .initiator
             .password;
         let mut w = self.world.lock().unwrap();
@@ -368,7 +369,7 @@ impl Fixture {
             publish_context: ctx(v),
             staging_target_path: self.path(&format!("staging/{}", v.disk)),
             volume_capability: Some(mount_cap(fs, mode)),
-            secrets: HashMap::from([(crate::chap::SECRET_KEY.into(), KEY.into())]),
+            secrets: HashMap::from([(crate::domain::chap::SECRET_KEY.into(), KEY.into())]),
             volume_context: HashMap::new(),
         }
     }
@@ -429,10 +430,10 @@ impl Fixture {
 
 fn ctx(v: &Vol) -> HashMap<String, String> {
     HashMap::from([
-        (CTX_TARGET_IQN.to_string(), v.iqn.to_string()),
-        (CTX_PORTALS.to_string(), PORTAL.to_string()),
-        (CTX_LUN.to_string(), v.lun.to_string()),
-        (CTX_AUTH_METHOD.to_string(), "CHAP".to_string()),
+        (TARGET_IQN.to_string(), v.iqn.to_string()),
+        (PORTALS.to_string(), PORTAL.to_string()),
+        (LUN.to_string(), v.lun.to_string()),
+        (AUTH_METHOD.to_string(), "CHAP".to_string()),
     ])
 }
 

@@ -265,7 +265,7 @@ async fn a_wrong_chap_key_fails_clearly_and_leaves_nothing() {
     let f = Fixture::new();
     let mut req = f.stage_req(&A, "", Mode::SingleNodeWriter);
     req.secrets.insert(
-        crate::chap::SECRET_KEY.into(),
+        crate::domain::chap::SECRET_KEY.into(),
         "another-key-0123456789".into(),
     );
     let err = f
@@ -310,7 +310,7 @@ async fn invalid_requests_run_nothing() {
     let f = Fixture::new();
     let good = f.stage_req(&A, "", Mode::SingleNodeWriter);
     let mut cases = Vec::new();
-    for key in [CTX_TARGET_IQN, CTX_PORTALS, CTX_LUN, CTX_AUTH_METHOD] {
+    for key in [TARGET_IQN, PORTALS, LUN, AUTH_METHOD] {
         let mut r = good.clone();
         r.publish_context.remove(key);
         cases.push(r);
@@ -373,7 +373,7 @@ async fn the_next_portal_is_tried_when_one_is_down() {
     f.world.lock().unwrap().dead_portals.push(PORTAL.into());
     let mut req = f.stage_req(&A, "", Mode::SingleNodeWriter);
     req.publish_context
-        .insert(CTX_PORTALS.into(), format!("{PORTAL},[fd00::5]:3260"));
+        .insert(PORTALS.into(), format!("{PORTAL},[fd00::5]:3260"));
     f.stage(req).await.unwrap();
     let w = f.world.lock().unwrap();
     assert_eq!(w.sessions[0].2, "[fd00::5]:3260");

@@ -6,11 +6,14 @@
 //! characters) and `.`/`..` components are INVALID_ARGUMENT; an id made of harmless
 //! characters that does not have our shape (e.g. csi-sanity's `fake-vol-id`) cannot name one
 //! of our volumes, so it is reported as an unknown volume (NOT_FOUND, or OK on delete).
+//! The node applies the same rule, and derives CHAP credentials only from a parsed id.
 
 use std::fmt;
 use std::str::FromStr;
 
 use sha2::{Digest, Sha256};
+
+use super::iqn::MAX_IQN_LEN;
 
 /// The CSI limit on string fields.
 pub const MAX_ID_LEN: usize = 128;
@@ -72,7 +75,6 @@ impl VolumeId {
     /// IQN would pass 223 bytes (RFC 3720), the name is shortened and a hash of the id
     /// appended, keeping it unique.
     pub fn target_iqn(&self, prefix: &str) -> String {
-        const MAX_IQN: usize = 223;
         let prefix = prefix.trim_end_matches(':');
         let raw = format!("{}.{}", self.vg, self.lv);
         let clean: String = raw
@@ -83,7 +85,7 @@ impl VolumeId {
                 _ => '-',
             })
             .collect();
-        let budget = MAX_IQN.saturating_sub(prefix.len() + 1);
+        let budget = MAX_IQN_LEN.saturating_sub(prefix.len() + 1);
         if clean == raw && clean.len() <= budget {
             return format!("{prefix}:{clean}");
         }
