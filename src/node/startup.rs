@@ -150,7 +150,7 @@ pub async fn run(args: NodeArgs) -> Result<(), String> {
     // CONTROLLER_SERVICE describes the plugin, not this process: the driver does provide
     // it (the controller's endpoint), and CO tools such as csi-sanity read the plugin's
     // capabilities from whichever endpoint they talk to.
-    let identity = IdentityService::new(
+    let identity = Arc::new(IdentityService::new(
         args.common.driver_name.clone(),
         Arc::new(IscsidReadiness {
             iscsi,
@@ -158,7 +158,8 @@ pub async fn run(args: NodeArgs) -> Result<(), String> {
             sysfs: Sysfs::default(),
         }),
         true,
-    );
+    ));
+    crate::health::global().answer_from(identity.clone());
     let listener =
         server::bind(&socket).map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
     tracing::info!(
@@ -170,7 +171,7 @@ pub async fn run(args: NodeArgs) -> Result<(), String> {
         "node plugin serving"
     );
     let router = server::builder()
-        .add_service(IdentityServer::new(identity))
+        .add_service(IdentityServer::from_arc(identity))
         .add_service(NodeServer::new(service));
     server::serve(listener, router, server::shutdown_signal())
         .await
