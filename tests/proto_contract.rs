@@ -114,7 +114,11 @@ fn published_dir(p: &Published) -> PathBuf {
             dir.join(file).is_file(),
             "{env}={} has no {file}; point it at {} of {module}",
             dir.display(),
-            if p.dir.is_empty() { "a checkout" } else { p.dir }
+            if p.dir.is_empty() {
+                "a checkout"
+            } else {
+                p.dir
+            }
         );
         return dir;
     }
