@@ -57,6 +57,11 @@ pub struct CommonArgs {
     /// `0.0.0.0:9808`; not served when absent.
     #[arg(long, env = "CSI_METRICS_ADDRESS")]
     pub metrics_address: Option<SocketAddr>,
+    /// Serve GET /healthz over HTTP on this address, e.g. `0.0.0.0:9808`, answering from this
+    /// process's Identity Probe (what the livenessprobe sidecar does, built in); not served
+    /// when absent (/healthz is also on --metrics-address).
+    #[arg(long, env = "CSI_HEALTH_ADDRESS")]
+    pub health_address: Option<SocketAddr>,
 }
 
 /// Log output format.
@@ -166,6 +171,20 @@ pub struct NodeArgs {
     /// survive pod restarts. Default: `volumes/` beside the endpoint's socket.
     #[arg(long, env = "CSI_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Register with kubelet (what node-driver-registrar does, built in), giving this path
+    /// as the CSI socket: the --endpoint socket as kubelet sees it on the host, e.g.
+    /// `/var/lib/kubelet/plugins/<driver-name>/csi.sock`. No registration when absent (the
+    /// node-driver-registrar sidecar, or no kubelet).
+    #[arg(long, env = "CSI_KUBELET_REGISTRATION_PATH")]
+    pub kubelet_registration_path: Option<PathBuf>,
+    /// Kubelet's plugin registry directory, where the registration socket
+    /// `<driver-name>-reg.sock` is created (with --kubelet-registration-path).
+    #[arg(
+        long,
+        env = "CSI_PLUGIN_REGISTRATION_PATH",
+        default_value = "/var/lib/kubelet/plugins_registry"
+    )]
+    pub plugin_registration_path: PathBuf,
 }
 
 /// Flags of `doctor`.
@@ -369,5 +388,53 @@ mod tests {
             Some("127.0.0.1:9808".parse().unwrap())
         );
         assert!(Cli::try_parse_from(["x", "node", "--metrics-address", "nohost"]).is_err());
+    }
+
+    #[test]
+    fn parses_registration_and_health_flags() {
+        let Command::Node(n) = Cli::try_parse_from(["x", "node"]).unwrap().command else {
+            panic!("not node")
+        };
+        assert_eq!(n.kubelet_registration_path, None);
+        assert_eq!(
+            n.plugin_registration_path,
+            PathBuf::from("/var/lib/kubelet/plugins_registry")
+        );
+        assert_eq!(n.common.health_address, None);
+        let cli = Cli::try_parse_from([
+            "x",
+            "node",
+            "--kubelet-registration-path",
+            "/k/plugins/d/csi.sock",
+            "--plugin-registration-path",
+            "/k/plugins_registry",
+            "--health-address",
+            "127.0.0.1:9809",
+        ])
+        .unwrap();
+        let Command::Node(n) = cli.command else {
+            panic!("not node")
+        };
+        assert_eq!(
+            n.kubelet_registration_path,
+            Some(PathBuf::from("/k/plugins/d/csi.sock"))
+        );
+        assert_eq!(
+            n.plugin_registration_path,
+            PathBuf::from("/k/plugins_registry")
+        );
+        assert_eq!(
+            n.common.health_address,
+            Some("127.0.0.1:9809".parse().unwrap())
+        );
+        assert!(Cli::try_parse_from([
+            "x",
+            "controller",
+            "--portal",
+            "10.0.0.1:3260",
+            "--health-address",
+            "0.0.0.0:9808"
+        ])
+        .is_ok());
     }
 }

@@ -4,7 +4,8 @@
 //! # Layout
 //! - [`cli`]: the command line of the one binary (`controller`, `node`, `doctor`).
 //! - [`server`]: the gRPC server on a unix socket; [`telemetry`]: logging.
-//! - [`metrics`]: Prometheus metrics, the per-RPC span/metrics layer, the /metrics endpoint.
+//! - [`metrics`]: Prometheus metrics, the per-RPC span/metrics layer, the HTTP endpoints.
+//! - [`health`]: liveness for `/healthz`, from the process's own Identity Probe.
 //! - [`doctor`]: host checks for a storage or compute node, with a fix for each problem.
 //! - [`csi`]: the generated CSI v1 types, with secrets redacted from `Debug`.
 //! - [`error`]: the one mapping from our errors to gRPC codes.
@@ -25,6 +26,7 @@ pub mod domain;
 pub mod error;
 pub mod exec;
 pub mod export;
+pub mod health;
 pub mod identity;
 pub mod kube;
 pub mod lvm;

@@ -29,18 +29,16 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Logging, then the metrics endpoint when `--metrics-address` is given.
+/// Logging, then the HTTP endpoints (`--metrics-address`, `--health-address`) when given.
 async fn start(common: &CommonArgs) -> Result<(), ExitCode> {
     if let Err(e) = telemetry::init(common.log_format, &common.log_level) {
         eprintln!("error: {e}");
         return Err(ExitCode::from(2));
     }
-    if let Some(addr) = common.metrics_address {
-        if let Err(e) = metrics::http::start(addr, metrics::global().clone()).await {
-            tracing::error!(address = %addr, "cannot serve metrics: {e}");
-            eprintln!("error: cannot serve metrics on {addr}: {e}");
-            return Err(ExitCode::from(2));
-        }
+    if let Err(e) = metrics::http::start_all(common.metrics_address, common.health_address).await {
+        tracing::error!("{e}");
+        eprintln!("error: {e}");
+        return Err(ExitCode::from(2));
     }
     Ok(())
 }

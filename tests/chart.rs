@@ -59,6 +59,13 @@ fn invalid_cases() -> Vec<(Case, &'static str)> {
         ),
         (
             Case::inline(
+                "bad-registration",
+                json!({"registrationAndLiveness": "both"}),
+            ),
+            "registrationAndLiveness",
+        ),
+        (
+            Case::inline(
                 "portal-without-port",
                 json!({"controller": {"portals": ["10.0.0.1"]}}),
             ),
@@ -106,6 +113,11 @@ fn valid_cases() -> Vec<Case> {
             "no-chap",
             json!({"chap": {"enabled": false}, "storageClasses": [sc("plain", "xfs", false)],
                    "controller": {"targetBackend": "lio", "configfsRoot": "/config"}}),
+        ),
+        Case::inline("sidecars", json!({"registrationAndLiveness": "sidecars"})),
+        Case::inline(
+            "builtin-with-metrics",
+            json!({"registrationAndLiveness": "builtin", "metrics": {"enabled": true}}),
         ),
     ]
 }
@@ -289,6 +301,71 @@ fn our_binary_accepts_its_command_lines_and_sidecars_reach_its_socket() {
             }
         }
     }
+}
+
+#[test]
+fn registration_and_liveness_are_built_in_by_default_or_the_standard_sidecars() {
+    use Role::*;
+    let roles = |case_name: &str| {
+        let (controllers, nodes) = workloads_of(&objects_of(case_name));
+        let of = |w: &Workload| -> Vec<Role> {
+            pods::containers(&w.spec)
+                .unwrap()
+                .into_iter()
+                .map(|(r, _)| r)
+                .collect()
+        };
+        let volumes = |w: &Workload| -> Vec<String> {
+            w.spec
+                .volumes
+                .iter()
+                .flatten()
+                .map(|v| v.name.clone())
+                .collect()
+        };
+        (
+            of(&controllers[0]),
+            of(&nodes[0]),
+            volumes(&nodes[0]).contains(&"registration-dir".to_string()),
+        )
+    };
+    // Built in: the node pod is the driver alone, the controller has no livenessprobe.
+    for name in ["default", "no-chap", "builtin-with-metrics"] {
+        let (controller, node, registry_volume) = roles(name);
+        assert_eq!(node, [Plugin], "case `{name}`");
+        assert_eq!(
+            controller,
+            [Plugin, Provisioner, Attacher, Resizer],
+            "case `{name}`"
+        );
+        assert!(!registry_volume, "case `{name}`: the sidecar's volume");
+    }
+    for name in ["sidecars", "full"] {
+        let (controller, node, registry_volume) = roles(name);
+        assert_eq!(node, [Plugin, Registrar, LivenessProbe], "case `{name}`");
+        assert!(controller.contains(&LivenessProbe), "case `{name}`");
+        assert!(registry_volume, "case `{name}`");
+    }
+    let (_, nodes) = workloads_of(&objects_of("default"));
+    let all = pods::containers(&nodes[0].spec).unwrap();
+    let cli = pods::plugin_cli(pods::the(&all, Plugin).unwrap()).unwrap();
+    let lvm_iscsi_csi::cli::Command::Node(node) = cli.command else {
+        panic!("not the node plugin")
+    };
+    assert_eq!(
+        node.kubelet_registration_path.as_deref(),
+        Some(std::path::Path::new(
+            "/var/lib/kubelet/plugins/lvm-iscsi.csi.io/csi.sock"
+        ))
+    );
+    assert_eq!(
+        node.common.health_address,
+        Some(
+            format!("{}:9809", pods::PLACEHOLDER_HOST_IP)
+                .parse()
+                .unwrap()
+        )
+    );
 }
 
 #[test]

@@ -19,6 +19,10 @@
 //! github.com/container-storage-interface/spec@v1.12.0` gives its directory. Set `CSI_SPEC_DIR`
 //! to a directory holding the published `csi.proto` to use another copy. If neither works the
 //! test fails (it never skips): a contract test that silently does nothing is worse than none.
+//!
+//! Kubelet's plugin-registration API (`proto/pluginregistration.proto`, from k8s.io/kubelet
+//! v0.34.4, found the same way or through `KUBELET_REGISTRATION_API_DIR`) is checked too: that
+//! file is the published one verbatim, so its descriptor must be equal in full.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -69,25 +73,59 @@ fn ours() -> &'static FileDescriptorProto {
 /// The published `csi.proto` of the spec release.
 fn published() -> &'static FileDescriptorProto {
     static PUBLISHED: OnceLock<FileDescriptorProto> = OnceLock::new();
-    PUBLISHED.get_or_init(|| compile(&spec_dir(), "csi.proto"))
+    PUBLISHED.get_or_init(|| compile(&published_dir(&CSI_SPEC), CSI_SPEC.file))
 }
 
-/// Where the published csi.proto is: `CSI_SPEC_DIR`, else the Go module cache (downloading the
-/// module if needed). Panics with what was tried.
-fn spec_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("CSI_SPEC_DIR") {
+/// Where a published proto file comes from.
+struct Published {
+    /// The Go module release that publishes it.
+    module: &'static str,
+    /// Its directory inside the module.
+    dir: &'static str,
+    /// Its file name.
+    file: &'static str,
+    /// An environment variable naming another directory that holds the file.
+    env: &'static str,
+}
+
+/// The CSI spec's csi.proto.
+const CSI_SPEC: Published = Published {
+    module: SPEC_MODULE,
+    dir: "",
+    file: "csi.proto",
+    env: "CSI_SPEC_DIR",
+};
+
+/// Kubelet's plugin-registration API.
+const KUBELET_REGISTRATION: Published = Published {
+    module: "k8s.io/kubelet@v0.34.4",
+    dir: "pkg/apis/pluginregistration/v1",
+    file: "api.proto",
+    env: "KUBELET_REGISTRATION_API_DIR",
+};
+
+/// Where the published file is: the directory in `p.env`, else the Go module cache
+/// (downloading the module if needed). Panics with what was tried.
+fn published_dir(p: &Published) -> PathBuf {
+    let (module, file, env) = (p.module, p.file, p.env);
+    if let Some(dir) = std::env::var_os(env) {
         let dir = PathBuf::from(dir);
         assert!(
-            dir.join("csi.proto").is_file(),
-            "CSI_SPEC_DIR={} has no csi.proto; point it at a checkout of {SPEC_MODULE}",
-            dir.display()
+            dir.join(file).is_file(),
+            "{env}={} has no {file}; point it at {} of {module}",
+            dir.display(),
+            if p.dir.is_empty() {
+                "a checkout"
+            } else {
+                p.dir
+            }
         );
         return dir;
     }
     let mut tried = Vec::new();
     for go in ["go", "/usr/local/go/bin/go"] {
         let out = Command::new(go)
-            .args(["mod", "download", "-json", SPEC_MODULE])
+            .args(["mod", "download", "-json", module])
             // Outside any Go module, so the workspace around us cannot interfere.
             .current_dir(std::env::temp_dir())
             .env("GOFLAGS", "-mod=mod")
@@ -104,7 +142,7 @@ fn spec_dir() -> PathBuf {
             Ok(v) => v,
             Err(e) => {
                 tried.push(format!(
-                    "`{go} mod download -json {SPEC_MODULE}` exited with {}: unreadable output ({e}); stderr: {}",
+                    "`{go} mod download -json {module}` exited with {}: unreadable output ({e}); stderr: {}",
                     out.status,
                     String::from_utf8_lossy(&out.stderr).trim()
                 ));
@@ -116,15 +154,20 @@ fn spec_dir() -> PathBuf {
             continue;
         }
         match json.get("Dir").and_then(|d| d.as_str()) {
-            Some(dir) if Path::new(dir).join("csi.proto").is_file() => return PathBuf::from(dir),
-            Some(dir) => tried.push(format!("`{go} mod download`: {dir} has no csi.proto")),
+            Some(dir) if Path::new(dir).join(p.dir).join(file).is_file() => {
+                return Path::new(dir).join(p.dir)
+            }
+            Some(dir) => tried.push(format!(
+                "`{go} mod download`: {dir} has no {}",
+                Path::new(p.dir).join(file).display()
+            )),
             None => tried.push(format!("`{go} mod download`: no \"Dir\" in {json}")),
         }
     }
     panic!(
-        "cannot find the published csi.proto of {SPEC_MODULE}.\n\
-         Install Go (with access to the Go module proxy) or set CSI_SPEC_DIR to a directory \
-         holding that release's csi.proto.\nTried:\n  {}",
+        "cannot find the published {file} of {module}.\n\
+         Install Go (with access to the Go module proxy) or set {env} to a directory \
+         holding that release's {file}.\nTried:\n  {}",
         tried.join("\n  ")
     );
 }
@@ -515,4 +558,41 @@ fn the_comparator_reports_each_kind_of_difference() {
     );
     // And the unbroken pair still compares equal to itself.
     assert_eq!(compare(theirs, theirs), Vec::<String>::new());
+}
+
+/// Kubelet's plugin-registration API: proto/pluginregistration.proto is the published file
+/// with a header comment added, so the descriptors must be equal in full (source positions
+/// and the file name aside). Kubelet calls `/pluginregistration.Registration/GetInfo`: the
+/// package name is part of the wire contract too.
+#[test]
+fn our_plugin_registration_proto_is_kubelets() {
+    let strip = |mut f: FileDescriptorProto| {
+        f.source_code_info = None;
+        f.name = None;
+        f
+    };
+    let ours = compile(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("proto"),
+        "pluginregistration.proto",
+    );
+    let published = compile(
+        &published_dir(&KUBELET_REGISTRATION),
+        KUBELET_REGISTRATION.file,
+    );
+    assert_eq!(ours.package(), "pluginregistration");
+    let methods: Vec<&str> = ours
+        .service
+        .iter()
+        .filter(|s| s.name() == "Registration")
+        .flat_map(|s| s.method.iter().map(|m| m.name()))
+        .collect();
+    assert_eq!(methods, ["GetInfo", "NotifyRegistrationStatus"]);
+    assert_eq!(
+        strip(ours),
+        strip(published),
+        "proto/pluginregistration.proto differs from {}'s {}/{}",
+        KUBELET_REGISTRATION.module,
+        KUBELET_REGISTRATION.dir,
+        KUBELET_REGISTRATION.file
+    );
 }

@@ -290,13 +290,14 @@ pub async fn run(args: ControllerArgs) -> Result<(), String> {
         "controller listening"
     );
     tokio::spawn(service.clone().restore_until_done());
-    let identity = IdentityService::new(
+    let identity = Arc::new(IdentityService::new(
         args.common.driver_name.clone(),
         Arc::new(service.readiness()),
         true,
-    );
+    ));
+    crate::health::global().answer_from(identity.clone());
     let router = crate::server::builder()
-        .add_service(csi::identity_server::IdentityServer::new(identity))
+        .add_service(csi::identity_server::IdentityServer::from_arc(identity))
         .add_service(csi::controller_server::ControllerServer::new(service));
     crate::server::serve(listener, router, crate::server::shutdown_signal())
         .await

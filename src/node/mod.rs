@@ -11,7 +11,8 @@
 //! Every RPC validates first ([`context`]), then takes the per-volume guard, then observes
 //! the real state (mountinfo, sysfs, iscsiadm) before acting, so a repeat or a retry after a
 //! crash half-way completes the work instead of redoing it. The layers: [`iscsi`],
-//! [`device`], [`fs`], [`mount`] (with the test double in [`fake`]), [`state`].
+//! [`device`], [`fs`], [`mount`] (with the test double in [`fake`]), [`state`]; kubelet
+//! registration (node-driver-registrar built in): [`registration`].
 
 pub mod context;
 pub mod device;
@@ -20,6 +21,7 @@ pub mod fake;
 pub mod fs;
 pub mod iscsi;
 pub mod mount;
+pub mod registration;
 pub mod state;
 pub mod superblock;
 

@@ -1,5 +1,6 @@
 //! Node mode start-up: the host's initiator name, the node id, the Node annotation, the
-//! runners (iscsiadm in the host's namespaces or directly), and the gRPC server.
+//! runners (iscsiadm in the host's namespaces or directly), the gRPC server, and kubelet
+//! registration when asked ([`registration`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use crate::{kube, server};
 use super::device::Sysfs;
 use super::iscsi::{lists_iscsid, Iscsiadm};
 use super::mount::NixMounter;
+use super::registration::{self, Registrar};
 use super::state::StateDir;
 use super::{NodeConfig, NodeDeps, NodeService};
 
@@ -141,20 +143,41 @@ pub async fn run(args: NodeArgs) -> Result<(), String> {
             state: StateDir::new(&state_dir),
         },
     );
+    let listener =
+        server::bind(&socket).map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
+    // Kubelet calls NodeGetInfo while registering: the CSI socket is bound first.
+    let registrar = match &args.kubelet_registration_path {
+        Some(endpoint) => {
+            let driver = &args.common.driver_name;
+            let reg_socket = registration::socket_path(&args.plugin_registration_path, driver);
+            let info = registration::plugin_info(driver, endpoint);
+            Some(Registrar::start(reg_socket.clone(), info).map_err(|e| {
+                format!(
+                    "cannot listen on the registration socket {}: {e}",
+                    reg_socket.display()
+                )
+            })?)
+        }
+        None => None,
+    };
+    let readiness: Arc<dyn Readiness> = Arc::new(IscsidReadiness {
+        iscsi,
+        unix_table: PathBuf::from(unix_table),
+        sysfs: Sysfs::default(),
+    });
+    let readiness = match &registrar {
+        Some(r) => r.readiness(readiness),
+        None => readiness,
+    };
     // CONTROLLER_SERVICE describes the plugin, not this process: the driver does provide
     // it (the controller's endpoint), and CO tools such as csi-sanity read the plugin's
     // capabilities from whichever endpoint they talk to.
-    let identity = IdentityService::new(
+    let identity = Arc::new(IdentityService::new(
         args.common.driver_name.clone(),
-        Arc::new(IscsidReadiness {
-            iscsi,
-            unix_table: PathBuf::from(unix_table),
-            sysfs: Sysfs::default(),
-        }),
+        readiness,
         true,
-    );
-    let listener =
-        server::bind(&socket).map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
+    ));
+    crate::health::global().answer_from(identity.clone());
     tracing::info!(
         node_id,
         initiator = %iqn,
@@ -164,11 +187,13 @@ pub async fn run(args: NodeArgs) -> Result<(), String> {
         "node plugin serving"
     );
     let router = server::builder()
-        .add_service(IdentityServer::new(identity))
+        .add_service(IdentityServer::from_arc(identity))
         .add_service(NodeServer::new(service));
-    server::serve(listener, router, server::shutdown_signal())
-        .await
-        .map_err(|e| format!("gRPC server failed: {}", full_message(&e)))?;
+    let served = server::serve(listener, router, server::shutdown_signal()).await;
+    if let Some(r) = registrar {
+        r.stop().await;
+    }
+    served.map_err(|e| format!("gRPC server failed: {}", full_message(&e)))?;
     tracing::info!("node plugin stopped");
     Ok(())
 }

@@ -1,11 +1,14 @@
 //! The checks a running cluster would otherwise be the first to make: our binary accepts
 //! its command line, every sidecar talks to the socket the plugin listens on, kubelet finds
-//! the node plugin where node-driver-registrar says it is, and every path the binary is
-//! told about is on the host volume it needs.
+//! the node plugin where its registration (built in, or node-driver-registrar) says it is,
+//! something answers each liveness probe, and every path the binary is told about is on the
+//! host volume it needs.
 
 use k8s_openapi::api::core::v1::{Container, PodSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use lvm_iscsi_csi::cli::{Command, DoctorArgs, DoctorRole, IscsiadmMode, TargetBackendKind};
+use lvm_iscsi_csi::cli::{
+    Command, DoctorArgs, DoctorRole, IscsiadmMode, NodeArgs, TargetBackendKind,
+};
 
 use crate::pods::{self, Role};
 
@@ -37,7 +40,7 @@ pub fn check_controller(spec: &PodSpec, replicas: i32) -> Result<ControllerFacts
         ));
     }
     sidecars_reach(&all, plugin, &socket)?;
-    liveness(&all, plugin)?;
+    liveness(&all, plugin, args.common.health_address)?;
     for path in ["/dev", "/etc/lvm", "/run/lvm", "/run/lock/lvm"] {
         same_host_path(spec, plugin, path)?;
     }
@@ -114,7 +117,7 @@ pub fn check_node(spec: &PodSpec) -> Result<String, String> {
     let socket = args.common.socket_path()?;
     let socket = socket.to_string_lossy();
     sidecars_reach(&all, plugin, &socket)?;
-    liveness(&all, plugin)?;
+    liveness(&all, plugin, args.common.health_address)?;
     let host_socket = pods::host_path(spec, plugin, &socket)?;
 
     // kubelet passes host paths in NodeStage/NodePublish: the plugin must see its
@@ -139,26 +142,7 @@ pub fn check_node(spec: &PodSpec) -> Result<String, String> {
         ));
     }
 
-    let registrar = pods::the(&all, Role::Registrar)?;
-    let registration = pods::single_flag(registrar, "kubelet-registration-path")?;
-    if registration != host_socket {
-        return Err(format!(
-            "--kubelet-registration-path {registration} but the plugin listens at {host_socket} on the host"
-        ));
-    }
-    let registry = pods::host_path(spec, registrar, "/registration")?;
-    if registry != format!("{kubelet_dir}/plugins_registry") {
-        return Err(format!(
-            "registrar's /registration is {registry}, not {kubelet_dir}/plugins_registry"
-        ));
-    }
-    let endpoint = pods::single_flag(registrar, "http-endpoint")?;
-    let port = endpoint
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse::<i32>().ok())
-        .ok_or_else(|| format!("registrar --http-endpoint {endpoint} has no port"))?;
-    probed_port(registrar, port)?;
+    registration(spec, &all, plugin, &args, &host_socket, &kubelet_dir)?;
 
     metrics_port(plugin, args.common.metrics_address)?;
     let Command::Doctor(DoctorArgs {
@@ -223,12 +207,87 @@ fn sidecars_reach(
     Ok(())
 }
 
-/// The livenessprobe sidecar serves the port the plugin's liveness probe asks.
-fn liveness(all: &[(Role, &Container)], plugin: &Container) -> Result<(), String> {
-    let probe = pods::the(all, Role::LivenessProbe)?;
-    let port: i32 = pods::single_flag(probe, "health-port")?
-        .parse()
-        .map_err(|e| format!("--health-port: {e}"))?;
+/// Kubelet finds the node plugin: exactly one of node-driver-registrar and the built-in
+/// registration announces the socket the plugin listens on (`host_socket`), from kubelet's
+/// plugin registry.
+fn registration(
+    spec: &PodSpec,
+    all: &[(Role, &Container)],
+    plugin: &Container,
+    args: &NodeArgs,
+    host_socket: &str,
+    kubelet_dir: &str,
+) -> Result<(), String> {
+    let registry = format!("{kubelet_dir}/plugins_registry");
+    let sidecar = all.iter().any(|(r, _)| *r == Role::Registrar);
+    let (announced, seen_registry) = match (sidecar, &args.kubelet_registration_path) {
+        (true, Some(_)) => {
+            return Err("node-driver-registrar and the built-in registration both register".into())
+        }
+        (false, None) => return Err("nothing registers the node plugin with kubelet".into()),
+        (false, Some(path)) => {
+            let dir = args.plugin_registration_path.to_string_lossy();
+            (
+                path.to_string_lossy().into_owned(),
+                pods::host_path(spec, plugin, &dir)?,
+            )
+        }
+        (true, None) => {
+            let registrar = pods::the(all, Role::Registrar)?;
+            let endpoint = pods::single_flag(registrar, "http-endpoint")?;
+            let port = endpoint
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse::<i32>().ok())
+                .ok_or_else(|| format!("registrar --http-endpoint {endpoint} has no port"))?;
+            probed_port(registrar, port)?;
+            (
+                pods::single_flag(registrar, "kubelet-registration-path")?,
+                pods::host_path(spec, registrar, "/registration")?,
+            )
+        }
+    };
+    if announced != host_socket {
+        return Err(format!(
+            "the registration announces {announced} but the plugin listens at {host_socket} on the host"
+        ));
+    }
+    if seen_registry != registry {
+        return Err(format!(
+            "the registration socket is made in {seen_registry} on the host, not {registry}"
+        ));
+    }
+    Ok(())
+}
+
+/// Exactly one of the livenessprobe sidecar and the plugin's own `--health-address` serves
+/// the port the plugin's liveness probe asks, where kubelet asks it (the pod IP).
+fn liveness(
+    all: &[(Role, &Container)],
+    plugin: &Container,
+    builtin: Option<std::net::SocketAddr>,
+) -> Result<(), String> {
+    let sidecar = all.iter().any(|(r, _)| *r == Role::LivenessProbe);
+    let port = match (sidecar, builtin) {
+        (true, Some(addr)) => {
+            return Err(format!(
+                "both the livenessprobe sidecar and the plugin (--health-address {addr}) serve /healthz"
+            ))
+        }
+        (false, None) => return Err("nothing serves the plugin's /healthz".into()),
+        (true, None) => pods::single_flag(pods::the(all, Role::LivenessProbe)?, "health-port")?
+            .parse()
+            .map_err(|e| format!("--health-port: {e}"))?,
+        (false, Some(addr)) => {
+            let pod_ip: std::net::IpAddr = pods::PLACEHOLDER_HOST_IP.parse().expect("an IP");
+            if addr.ip() != pod_ip && !addr.ip().is_unspecified() {
+                return Err(format!(
+                    "--health-address {addr}: kubelet probes the pod IP, which it does not listen on"
+                ));
+            }
+            i32::from(addr.port())
+        }
+    };
     probed_port(plugin, port)
 }
 
