@@ -276,12 +276,7 @@ impl Snapshots<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn map(kv: &[(&str, &str)]) -> HashMap<String, String> {
-        kv.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::controller::params::tests::map;
 
     #[test]
     fn parameters() {

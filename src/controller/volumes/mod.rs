@@ -47,12 +47,10 @@ impl Volumes {
 
     /// Our volume with id `id`, or `None` (an LV without our name tag is not a volume).
     pub(crate) async fn volume(&self, id: &VolumeId) -> Result<Option<Volume>> {
-        let lv = self
-            .lvm
-            .get(id.vg(), id.lv())
-            .await
-            .map_err(at(Step::ReadVolume(id.clone())))?;
-        let v = lv.and_then(Volume::from_lv);
+        let v = self
+            .get(id, Step::ReadVolume(id.clone()))
+            .await?
+            .and_then(Volume::from_lv);
         match &v {
             Some(v) => self.tags.put(id, v.lv.tags.clone()),
             None => self.tags.forget(id),
@@ -76,11 +74,7 @@ impl Volumes {
 
     /// Our snapshot with id `id`, or `None`.
     pub(crate) async fn snapshot(&self, id: &VolumeId) -> Result<Option<Snapshot>> {
-        let lv = self
-            .lvm
-            .get(id.vg(), id.lv())
-            .await
-            .map_err(at(Step::ReadSnapshot(id.clone())))?;
+        let lv = self.get(id, Step::ReadSnapshot(id.clone())).await?;
         Ok(lv.and_then(Snapshot::from_lv))
     }
 
@@ -96,10 +90,12 @@ impl Volumes {
 
     /// LV `id`, ours or not, or `None`.
     pub(crate) async fn lv(&self, id: &VolumeId) -> Result<Option<Lv>> {
-        self.lvm
-            .get(id.vg(), id.lv())
-            .await
-            .map_err(at(Step::ReadLv(id.clone())))
+        self.get(id, Step::ReadLv(id.clone())).await
+    }
+
+    /// LV `id` read as `step`.
+    async fn get(&self, id: &VolumeId, step: Step) -> Result<Option<Lv>> {
+        self.lvm.get(id.vg(), id.lv()).await.map_err(at(step))
     }
 
     /// Every LV, in one `lvs` call.
