@@ -21,7 +21,7 @@
 use std::path::PathBuf;
 
 use crate::csi;
-use crate::domain::VolumeId;
+use crate::domain::volume_id::{IdError, VolumeId};
 use crate::lvm::tags::{copying_tag, fs_type_tag, name_tag, ContentSource};
 use crate::lvm::{Lv, LvKind, LvmError, NewLv, NewSnapshot};
 
@@ -37,11 +37,8 @@ use super::ControllerError;
 pub const CLONE_PREFIX: &str = "clone.";
 
 /// The temporary snapshot a thick clone `id` copies from.
-pub(crate) fn clone_snapshot_id(id: &VolumeId) -> Result<VolumeId, ControllerError> {
-    Ok(VolumeId::new(
-        id.vg(),
-        &format!("{CLONE_PREFIX}{}", id.lv()),
-    )?)
+pub(crate) fn clone_snapshot_id(id: &VolumeId) -> Result<VolumeId, IdError> {
+    VolumeId::new(id.vg(), &format!("{CLONE_PREFIX}{}", id.lv()))
 }
 
 /// A resolved source: the LV the new volume's data comes from.
