@@ -125,6 +125,49 @@ pub fn thin_headroom(pool: &Lv, vg_lvs: &[Lv], ratio: f64) -> u64 {
     allowed.saturating_sub(used)
 }
 
+/// The bytes a new or growing volume may take, and what they are, for the
+/// RESOURCE_EXHAUSTED message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Room {
+    /// The VG's free bytes (thick) or the thin pool's headroom (thin).
+    pub available: u64,
+    /// What `available` is.
+    pub what: String,
+}
+
+impl Room {
+    /// The free bytes of VG `vg` (`free` of them), for a thick volume.
+    pub fn thick(vg: &str, free: u64) -> Room {
+        Room {
+            available: free,
+            what: format!("volume group {vg} has {free} bytes free"),
+        }
+    }
+
+    /// The headroom of thin pool `pool` among its VG's LVs `vg_lvs` (see [`thin_headroom`]).
+    pub fn thin(pool: &Lv, vg_lvs: &[Lv], ratio: f64) -> Room {
+        let available = thin_headroom(pool, vg_lvs, ratio);
+        Room {
+            available,
+            what: format!(
+                "thin pool {}/{} has room for {available} more bytes of thin volumes \
+                 (overprovisioning ratio {ratio})",
+                pool.vg, pool.name
+            ),
+        }
+    }
+
+    /// `Ok` when `bytes` fit, else the message: what there is, then `needed` (what is
+    /// asked, in words).
+    pub fn take(&self, bytes: u64, needed: impl FnOnce() -> String) -> Result<(), String> {
+        if bytes <= self.available {
+            Ok(())
+        } else {
+            Err(format!("{}, {}", self.what, needed()))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

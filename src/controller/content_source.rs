@@ -20,69 +20,25 @@
 
 use std::path::PathBuf;
 
-use crate::csi::{self, volume_content_source::Type as SourceType};
+use crate::csi;
+use crate::domain::volume_id::{IdError, VolumeId};
 use crate::lvm::tags::{copying_tag, fs_type_tag, name_tag, ContentSource};
 use crate::lvm::{Lv, LvKind, LvmError, NewLv, NewSnapshot};
 
-use super::capacity::thin_headroom;
-use super::copy::CopyJob;
-use super::create::{incompatibility, parse_known, CreatePlan};
-use super::error::Context;
-use super::snapshot::{Snapshot, SnapshotParams};
-use super::{ControllerError, Core, Volume};
-use crate::domain::volume_id::VolumeId;
+use super::capacity::Room;
+use super::copy::{BlockCopier, CopyJob};
+use super::create::{incompatibility, CreatePlan};
+use super::request::RequestError;
+use super::snapshot::SnapshotParams;
+use super::volumes::{Snapshot, Volume, Volumes, VolumesError};
+use super::ControllerError;
 
 /// The LV name prefix of the temporary snapshot a thick clone copies from.
 pub const CLONE_PREFIX: &str = "clone.";
 
-/// Checks a request's volume_content_source: `None` without one. A malformed id is
-/// INVALID_ARGUMENT, one that cannot be ours NOT_FOUND.
-pub fn parse_content_source(
-    source: Option<&csi::VolumeContentSource>,
-) -> Result<Option<ContentSource>, ControllerError> {
-    let Some(source) = source else {
-        return Ok(None);
-    };
-    let (kind, id) = match &source.r#type {
-        Some(SourceType::Snapshot(s)) => ("snapshot", &s.snapshot_id),
-        Some(SourceType::Volume(v)) => ("volume", &v.volume_id),
-        None => {
-            return Err(ControllerError::Invalid {
-                field: "volume_content_source",
-                reason: "neither a snapshot nor a volume".into(),
-            })
-        }
-    };
-    let not_found = || ControllerError::SourceNotFound {
-        kind,
-        id: id.clone(),
-    };
-    let parsed = parse_known(id)
-        .map_err(|_| ControllerError::Invalid {
-            field: "volume_content_source",
-            reason: format!("{kind} id {id:?} is malformed"),
-        })?
-        .ok_or_else(not_found)?
-        .to_string();
-    Ok(Some(match kind {
-        "snapshot" => ContentSource::Snapshot(parsed),
-        _ => ContentSource::Volume(parsed),
-    }))
-}
-
-/// The CSI form of a content source (echoed in the created Volume).
-pub fn to_csi(source: &ContentSource) -> csi::VolumeContentSource {
-    use csi::volume_content_source::{SnapshotSource, VolumeSource};
-    csi::VolumeContentSource {
-        r#type: Some(match source {
-            ContentSource::Snapshot(id) => SourceType::Snapshot(SnapshotSource {
-                snapshot_id: id.clone(),
-            }),
-            ContentSource::Volume(id) => SourceType::Volume(VolumeSource {
-                volume_id: id.clone(),
-            }),
-        }),
-    }
+/// The temporary snapshot a thick clone `id` copies from.
+pub(crate) fn clone_snapshot_id(id: &VolumeId) -> Result<VolumeId, IdError> {
+    VolumeId::new(id.vg(), &format!("{CLONE_PREFIX}{}", id.lv()))
 }
 
 /// A resolved source: the LV the new volume's data comes from.
@@ -93,18 +49,22 @@ struct Origin {
     size: u64,
 }
 
-impl Core {
+/// CreateVolume with a content source, over LVM and the block copier.
+pub(crate) struct FromSource<'a> {
+    /// Our LVs.
+    pub(crate) volumes: &'a Volumes,
+    /// Copies thick volumes' data.
+    pub(crate) copier: &'a dyn BlockCopier,
+}
+
+impl FromSource<'_> {
     /// CreateVolume of `plan`, whose content source is `source`.
-    pub(crate) async fn create_from_source(
+    pub(crate) async fn run(
         &self,
         plan: &CreatePlan,
         source: &ContentSource,
     ) -> Result<csi::Volume, ControllerError> {
-        let lvs = self
-            .lvm
-            .list()
-            .await
-            .context(|| "listing logical volumes".to_string())?;
+        let lvs = self.volumes.lvs().await?;
         if let Some(v) = lvs
             .iter()
             .cloned()
@@ -114,13 +74,10 @@ impl Core {
             return self.existing_from_source(v, plan, source, &lvs).await;
         }
         let origin = resolve(source, &lvs)?;
-        self.check_source_fits(plan, source, &origin)?;
+        check_source_fits(plan, source, &origin)?;
         let vg_name = &plan.params.volume_group;
-        let vg = self.volume_group(vg_name).await?;
-        let size = plan
-            .size
-            .size(origin.size, vg.extent_size)
-            .map_err(ControllerError::Capacity)?;
+        let vg = self.volumes.volume_group(vg_name).await?;
+        let size = plan.size.size(origin.size, vg.extent_size)?;
         if size < origin.size {
             return Err(ControllerError::SourceTooLarge {
                 id: source.id().to_string(),
@@ -129,13 +86,12 @@ impl Core {
             });
         }
         let id = VolumeId::new(vg_name, &plan.lv_name)?;
-        check_room(
-            plan,
-            &lvs,
-            vg.free,
-            size,
-            self.settings.thin_overprovision_ratio,
-        )?;
+        let room = match &plan.params.thin_pool {
+            None => Room::thick(vg_name, vg.free),
+            Some(pool) => self.volumes.thin_room(&lvs, vg_name, pool)?,
+        };
+        room.take(size, || format!("{size} needed"))
+            .map_err(ControllerError::NoSpace)?;
         if lvs
             .iter()
             .any(|lv| lv.vg == *vg_name && lv.name == plan.lv_name)
@@ -157,39 +113,41 @@ impl Core {
         }
         tracing::info!(volume_id = %id, size, thin, source = source.id(), "creating volume from source");
         let created = if thin {
-            self.lvm
-                .snapshot(&NewSnapshot {
-                    vg: vg_name.clone(),
-                    origin: origin.lv.name.clone(),
-                    name: plan.lv_name.clone(),
-                    cow_size: None,
-                    writable: true,
-                    tags,
-                })
-                .await
+            let origin_id = VolumeId::new(&origin.lv.vg, &origin.lv.name)?;
+            let snap = NewSnapshot {
+                vg: vg_name.clone(),
+                origin: origin.lv.name.clone(),
+                name: plan.lv_name.clone(),
+                cow_size: None,
+                writable: true,
+                tags,
+            };
+            self.volumes.create_snapshot(&id, &origin_id, &snap).await
         } else {
-            self.lvm
-                .create(&NewLv {
-                    vg: vg_name.clone(),
-                    name: plan.lv_name.clone(),
-                    size,
-                    thin_pool: None,
-                    tags,
-                })
-                .await
+            let new = NewLv {
+                vg: vg_name.clone(),
+                name: plan.lv_name.clone(),
+                size,
+                thin_pool: None,
+                tags,
+            };
+            self.volumes.create(&id, &new).await
         };
         if let Err(e) = created {
             if !matches!(
                 e,
-                LvmError::AlreadyExists { .. } | LvmError::InsufficientSpace { .. }
+                VolumesError::Lvm {
+                    source: LvmError::AlreadyExists { .. } | LvmError::InsufficientSpace { .. },
+                    ..
+                }
             ) {
-                self.roll_back(&id, &plan.name).await;
+                self.volumes.roll_back(&id, &plan.name).await;
             }
-            return Err(e).context(|| format!("creating logical volume {id} from {}", source.id()));
+            return Err(e.into());
         }
         if unfinished {
             if let Err(e) = self.finish(&id, source, &origin, size).await {
-                self.roll_back(&id, &plan.name).await;
+                self.volumes.roll_back(&id, &plan.name).await;
                 if !thin && matches!(source, ContentSource::Volume(_)) {
                     // Best effort: the error returned is the copy's.
                     let _ = self.remove_clone_snapshot(&id).await;
@@ -238,6 +196,7 @@ impl Core {
     /// Reads the new volume back and checks it is what was asked.
     async fn read_back(&self, id: &VolumeId, plan: &CreatePlan) -> Result<Volume, ControllerError> {
         let v = self
+            .volumes
             .volume(id)
             .await?
             .ok_or_else(|| ControllerError::VolumeNotFound { id: id.to_string() })?;
@@ -261,16 +220,12 @@ impl Core {
         size: u64,
     ) -> Result<(), ControllerError> {
         let current = self
-            .lvm
-            .get(id.vg(), id.lv())
-            .await
-            .context(|| format!("reading volume {id}"))?
+            .volumes
+            .lv(id)
+            .await?
             .ok_or_else(|| ControllerError::VolumeNotFound { id: id.to_string() })?;
         if current.size < size {
-            self.lvm
-                .extend(id.vg(), id.lv(), size)
-                .await
-                .context(|| format!("growing {id} to {size} bytes"))?;
+            self.volumes.extend(id, size).await?;
         }
         if current.kind() != LvKind::Thin {
             let from = match source {
@@ -292,10 +247,9 @@ impl Core {
                     source,
                 })?;
         }
-        self.lvm
-            .change_tags(id.vg(), id.lv(), &[], &[copying_tag(source.id())?])
-            .await
-            .context(|| format!("marking {id} complete"))?;
+        self.volumes
+            .mark_complete(id, copying_tag(source.id())?)
+            .await?;
         if matches!(source, ContentSource::Volume(_)) && current.kind() != LvKind::Thin {
             self.remove_clone_snapshot(id).await?;
         }
@@ -309,115 +263,65 @@ impl Core {
         id: &VolumeId,
         source: &Lv,
     ) -> Result<String, ControllerError> {
-        let name = format!("{CLONE_PREFIX}{}", id.lv());
-        if self
-            .lvm
-            .get(id.vg(), &name)
-            .await
-            .context(|| format!("reading {}/{name}", id.vg()))?
-            .is_some()
-        {
-            return Ok(name);
+        let clone = clone_snapshot_id(id)?;
+        if self.volumes.lv(&clone).await?.is_some() {
+            return Ok(clone.lv().to_string());
         }
-        let vg = self.volume_group(id.vg()).await?;
-        self.lvm
-            .snapshot(&NewSnapshot {
-                vg: id.vg().to_string(),
-                origin: source.name.clone(),
-                name: name.clone(),
-                cow_size: Some(SnapshotParams::default().cow_size(source.size, vg.extent_size)),
-                writable: false,
-                tags: Vec::new(),
-            })
-            .await
-            .context(|| format!("snapshotting clone source {}/{}", id.vg(), source.name))?;
-        Ok(name)
+        let vg = self.volumes.volume_group(id.vg()).await?;
+        let snap = NewSnapshot {
+            vg: id.vg().to_string(),
+            origin: source.name.clone(),
+            name: clone.lv().to_string(),
+            cow_size: Some(SnapshotParams::default().cow_size(source.size, vg.extent_size)),
+            writable: false,
+            tags: Vec::new(),
+        };
+        let origin = VolumeId::new(&source.vg, &source.name)?;
+        self.volumes.create_snapshot(&clone, &origin, &snap).await?;
+        Ok(clone.lv().to_string())
     }
 
     /// Removes the temporary clone snapshot of new volume `id`, if there is one.
-    pub(crate) async fn remove_clone_snapshot(&self, id: &VolumeId) -> Result<(), ControllerError> {
-        let name = format!("{CLONE_PREFIX}{}", id.lv());
-        match self.lvm.remove(id.vg(), &name).await {
-            Ok(()) | Err(LvmError::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e).context(|| format!("removing clone snapshot {}/{name}", id.vg())),
-        }
-    }
-
-    /// INVALID_ARGUMENT when the source cannot give a volume of the StorageClass asked for.
-    fn check_source_fits(
-        &self,
-        plan: &CreatePlan,
-        source: &ContentSource,
-        origin: &Origin,
-    ) -> Result<(), ControllerError> {
-        let p = &plan.params;
-        let lv = &origin.lv;
-        let reason = if lv.vg != p.volume_group {
-            Some(format!(
-                "it is in volume group {}, the StorageClass asks for {}",
-                lv.vg, p.volume_group
-            ))
-        } else {
-            match (lv.kind(), &p.thin_pool) {
-                (LvKind::Thin, Some(pool)) if lv.pool.as_deref() == Some(pool.as_str()) => None,
-                (LvKind::Thin, want) => Some(format!(
-                    "it is thin (pool {}), the StorageClass asks for {}",
-                    lv.pool.as_deref().unwrap_or("?"),
-                    want.as_deref()
-                        .map_or("a thick volume".to_string(), |w| format!("thin pool {w}"))
-                )),
-                (_, Some(pool)) => Some(format!(
-                    "it is thick, the StorageClass asks for thin pool {pool}"
-                )),
-                (_, None) => None,
-            }
-        };
-        match reason {
-            None => Ok(()),
-            Some(reason) => Err(ControllerError::SourceIncompatible {
-                id: source.id().to_string(),
-                reason,
-            }),
-        }
+    async fn remove_clone_snapshot(&self, id: &VolumeId) -> Result<(), ControllerError> {
+        Ok(self.volumes.remove(&clone_snapshot_id(id)?).await?)
     }
 }
 
-/// Refuses what the VG (thick) or the thin pool cannot hold.
-fn check_room(
+/// INVALID_ARGUMENT when the source cannot give a volume of the StorageClass asked for.
+fn check_source_fits(
     plan: &CreatePlan,
-    lvs: &[Lv],
-    vg_free: u64,
-    size: u64,
-    ratio: f64,
+    source: &ContentSource,
+    origin: &Origin,
 ) -> Result<(), ControllerError> {
-    let vg = &plan.params.volume_group;
-    let (room, what) = match &plan.params.thin_pool {
-        None => (
-            vg_free,
-            format!("volume group {vg} has {vg_free} bytes free"),
-        ),
-        Some(pool) => {
-            let pool_lv = lvs
-                .iter()
-                .find(|lv| lv.vg == *vg && lv.name == *pool && lv.kind() == LvKind::ThinPool)
-                .ok_or_else(|| ControllerError::NoThinPool {
-                    vg: vg.clone(),
-                    pool: pool.clone(),
-                })?;
-            let room = thin_headroom(pool_lv, lvs, ratio);
-            (
-                room,
-                format!(
-                    "thin pool {vg}/{pool} has room for {room} more bytes of thin volumes \
-                     (overprovisioning ratio {ratio})"
-                ),
-            )
+    let p = &plan.params;
+    let lv = &origin.lv;
+    let reason = if lv.vg != p.volume_group {
+        Some(format!(
+            "it is in volume group {}, the StorageClass asks for {}",
+            lv.vg, p.volume_group
+        ))
+    } else {
+        match (lv.kind(), &p.thin_pool) {
+            (LvKind::Thin, Some(pool)) if lv.pool.as_deref() == Some(pool.as_str()) => None,
+            (LvKind::Thin, want) => Some(format!(
+                "it is thin (pool {}), the StorageClass asks for {}",
+                lv.pool.as_deref().unwrap_or("?"),
+                want.as_deref()
+                    .map_or("a thick volume".to_string(), |w| format!("thin pool {w}"))
+            )),
+            (_, Some(pool)) => Some(format!(
+                "it is thick, the StorageClass asks for thin pool {pool}"
+            )),
+            (_, None) => None,
         }
     };
-    if room < size {
-        return Err(ControllerError::NoSpace(format!("{what}, {size} needed")));
+    match reason {
+        None => Ok(()),
+        Some(reason) => Err(ControllerError::SourceIncompatible {
+            id: source.id().to_string(),
+            reason,
+        }),
     }
-    Ok(())
 }
 
 /// Finds the source LV among `lvs`: NOT_FOUND when it is not one of our snapshots or
@@ -428,7 +332,7 @@ fn resolve(source: &ContentSource, lvs: &[Lv]) -> Result<Origin, ControllerError
         ContentSource::Snapshot(id) => ("snapshot", id),
         ContentSource::Volume(id) => ("volume", id),
     };
-    let not_found = || ControllerError::SourceNotFound {
+    let not_found = || RequestError::SourceNotFound {
         kind,
         id: id.clone(),
     };

@@ -1,17 +1,18 @@
-//! CreateVolume and DeleteVolume: an LV per volume, named after its CSI name (which its name
-//! tag records), found again by that LV name.
+//! CreateVolume of an empty volume: an LV per volume, named after its CSI name (which its
+//! name tag records), found again by that LV name. With a content source, CreateVolume is
+//! [`super::content_source`]'s; both use the checks of an existing volume here.
 
-use crate::csi::{self, CreateVolumeRequest, DeleteVolumeRequest};
+use crate::csi::{self, CreateVolumeRequest};
+use crate::domain::volume_id::{lv_name_for, VolumeId};
 use crate::lvm::tags::{fs_type_tag, name_tag, ContentSource};
 use crate::lvm::{Lv, LvKind, LvmError, NewLv};
 
 use super::capability;
-use super::capacity::{thin_headroom, SizeRequest};
-use super::content_source::parse_content_source;
-use super::error::Context;
+use super::capacity::{Room, SizeRequest};
 use super::params::{self, Params};
-use super::{ControllerError, Core, Volume};
-use crate::domain::volume_id::{lv_name_for, IdError, VolumeId, MAX_ID_LEN};
+use super::request::{check_name, parse_content_source, RequestError};
+use super::volumes::{Volume, Volumes, VolumesError};
+use super::ControllerError;
 
 /// A checked CreateVolume request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,17 +33,17 @@ pub struct CreatePlan {
 pub fn validate_create(
     req: &CreateVolumeRequest,
     default_vg: Option<&str>,
-) -> Result<CreatePlan, ControllerError> {
+) -> Result<CreatePlan, RequestError> {
     if req.name.is_empty() {
-        return Err(ControllerError::Missing("name"));
+        return Err(RequestError::Missing("name"));
     }
     check_name(&req.name)?;
     if req.volume_capabilities.is_empty() {
-        return Err(ControllerError::Missing("volume_capabilities"));
+        return Err(RequestError::Missing("volume_capabilities"));
     }
-    capability::check_all(&req.volume_capabilities).map_err(ControllerError::Capability)?;
+    capability::check_all(&req.volume_capabilities).map_err(RequestError::Capability)?;
     if !req.mutable_parameters.is_empty() {
-        return Err(ControllerError::Invalid {
+        return Err(RequestError::Invalid {
             field: "mutable_parameters",
             reason: "this driver has no mutable parameters (no MODIFY_VOLUME capability)".into(),
         });
@@ -51,7 +52,7 @@ pub fn validate_create(
     if let Some(fs) = &params.fs_type {
         if let Some(other) = capability::mount_fs_types(&req.volume_capabilities).find(|f| f != fs)
         {
-            return Err(ControllerError::Invalid {
+            return Err(RequestError::Invalid {
                 field: "volume_capabilities",
                 reason: format!(
                     "mount filesystem {other:?} contradicts the StorageClass fsType {fs:?}"
@@ -70,41 +71,8 @@ pub fn validate_create(
     })
 }
 
-/// The spec's rules for names: at most 128 bytes, no control characters other than common
-/// whitespace.
-pub(crate) fn check_name(name: &str) -> Result<(), ControllerError> {
-    let reason = if name.len() > MAX_ID_LEN {
-        "longer than 128 bytes"
-    } else if name
-        .chars()
-        .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
-    {
-        "contains control characters"
-    } else {
-        return Ok(());
-    };
-    Err(ControllerError::Invalid {
-        field: "name",
-        reason: reason.into(),
-    })
-}
-
-/// Checks a DeleteVolume request: `None` when the id cannot name a volume of ours (OK).
-pub fn validate_delete(req: &DeleteVolumeRequest) -> Result<Option<VolumeId>, ControllerError> {
-    parse_known(&req.volume_id)
-}
-
-/// Parses a volume id where an unknown one means "nothing to do".
-pub(crate) fn parse_known(id: &str) -> Result<Option<VolumeId>, ControllerError> {
-    match id.parse::<VolumeId>() {
-        Ok(id) => Ok(Some(id)),
-        Err(IdError::Unknown { .. }) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// What the requested VG has room for, read before `lvcreate`.
-enum Room {
+enum Space {
     /// An LV with the volume's LV name is there already.
     Taken(Lv),
     /// The VG's extent size and the bytes a new volume may take.
@@ -112,15 +80,21 @@ enum Room {
         /// Every LV size is a multiple of it.
         extent_size: u64,
         /// The VG's free bytes (thick) or the thin pool's headroom (thin).
-        available: u64,
-        /// What `available` is, for the RESOURCE_EXHAUSTED message.
-        what: String,
+        room: Room,
         /// Whether the read listed the VG's LVs (so the volume is known not to exist yet).
         listed: bool,
     },
 }
 
-impl Core {
+/// CreateVolume without a content source, over LVM alone.
+pub(crate) struct Create<'a> {
+    /// Our LVs.
+    pub(crate) volumes: &'a Volumes,
+    /// Size of a volume requested without capacity, in bytes.
+    pub(crate) default_size: u64,
+}
+
+impl Create<'_> {
     /// Creates the volume of `plan`, or returns the existing one with that name when it is
     /// compatible. Nothing is left behind when `lvcreate` fails.
     ///
@@ -130,32 +104,19 @@ impl Core {
     /// was asked, at the size rounded here to the extent size. The volume is found again by
     /// its LV name, derived from the CSI name, in the requested VG: a thin one in that
     /// listing, a thick one when `lvcreate` says the name exists (one more `lvs` then).
-    pub(crate) async fn create_volume(
-        &self,
-        plan: &CreatePlan,
-    ) -> Result<csi::Volume, ControllerError> {
-        if let Some(source) = &plan.source {
-            return self.create_from_source(plan, source).await;
-        }
+    pub(crate) async fn run(&self, plan: &CreatePlan) -> Result<csi::Volume, ControllerError> {
         let vg_name = &plan.params.volume_group;
         let id = VolumeId::new(vg_name, &plan.lv_name)?;
-        let size = match self.room(plan).await? {
-            Room::Taken(lv) => return existing(lv, &id, plan),
-            Room::Free {
+        let size = match self.space(plan).await? {
+            Space::Taken(lv) => return existing(lv, &id, plan),
+            Space::Free {
                 extent_size,
-                available,
-                what,
+                room,
                 listed,
-            } => match fit(
-                plan,
-                self.settings.default_volume_size,
-                extent_size,
-                available,
-                &what,
-            ) {
+            } => match fit(plan, self.default_size, extent_size, &room) {
                 Ok(size) => size,
                 Err(refusal) if listed => return Err(refusal),
-                // A repeat of a create that worked must not be refused for lack of room.
+                // A repeat of a volume that exists is answered even when the VG is full.
                 Err(refusal) => return self.refused_unless_existing(&id, plan, refusal).await,
             },
         };
@@ -171,73 +132,58 @@ impl Core {
             tags,
         };
         tracing::info!(volume_id = %id, size, thin_pool = ?new.thin_pool, "creating logical volume");
-        match self.lvm.create(&new).await {
-            Ok(()) => {
-                self.tags.put(&id, new.tags);
-                Ok(created(&id, size, plan))
-            }
-            Err(LvmError::AlreadyExists { .. }) => match self
-                .lvm
-                .get(id.vg(), id.lv())
-                .await
-                .context(|| format!("reading logical volume {id}"))?
-            {
+        match self.volumes.create(&id, &new).await {
+            Ok(()) => Ok(created(&id, size, plan)),
+            Err(VolumesError::Lvm {
+                source: LvmError::AlreadyExists { .. },
+                ..
+            }) => match self.volumes.lv(&id).await? {
                 Some(lv) => existing(lv, &id, plan),
                 // Removed since lvcreate saw it: a DeleteVolume of it is running.
                 None => Err(ControllerError::Busy(id.to_string())),
             },
             Err(e) => {
                 // A refusal left nothing behind; a killed or unreadable run may have.
-                if matches!(e, LvmError::Command(_) | LvmError::Parse { .. }) {
-                    self.roll_back(&id, &plan.name).await;
+                if let VolumesError::Lvm {
+                    source: LvmError::Command(_) | LvmError::Parse { .. },
+                    ..
+                } = e
+                {
+                    self.volumes.roll_back(&id, &plan.name).await;
                 }
-                Err(e).context(|| format!("creating logical volume {id}"))
+                Err(e.into())
             }
         }
     }
 
     /// Reads what the VG of `plan` has room for, in one command.
-    async fn room(&self, plan: &CreatePlan) -> Result<Room, ControllerError> {
+    async fn space(&self, plan: &CreatePlan) -> Result<Space, ControllerError> {
         let vg = &plan.params.volume_group;
-        let no_vg = || ControllerError::NoVolumeGroup { vg: vg.clone() };
         let Some(pool) = &plan.params.thin_pool else {
-            let found = self.volume_group(vg).await?;
-            return Ok(Room::Free {
+            let found = self.volumes.volume_group(vg).await?;
+            return Ok(Space::Free {
                 extent_size: found.extent_size,
-                available: found.free,
-                what: format!("volume group {vg} has {} bytes free", found.free),
+                room: Room::thick(vg, found.free),
                 listed: false,
             });
         };
         let listing = self
-            .lvm
-            .list_vg_space(vg)
-            .await
-            .context(|| format!("listing the logical volumes of {vg}"))?
-            .ok_or_else(no_vg)?;
+            .volumes
+            .lvs_and_space(vg)
+            .await?
+            .ok_or_else(|| VolumesError::NoVolumeGroup { vg: vg.clone() })?;
         if let Some(lv) = listing.lvs.iter().find(|lv| lv.name == plan.lv_name) {
-            return Ok(Room::Taken(lv.clone()));
+            return Ok(Space::Taken(lv.clone()));
         }
-        let no_pool = || ControllerError::NoThinPool {
+        let room = self.volumes.thin_room(&listing.lvs, vg, pool)?;
+        // Every row carries the VG's space, and the pool is a row.
+        let space = listing.space.ok_or_else(|| VolumesError::NoThinPool {
             vg: vg.clone(),
             pool: pool.clone(),
-        };
-        let pool_lv = listing
-            .lvs
-            .iter()
-            .find(|lv| lv.name == *pool && lv.kind() == LvKind::ThinPool)
-            .ok_or_else(no_pool)?;
-        // Every row carries the VG's space, and the pool is a row.
-        let space = listing.space.ok_or_else(no_pool)?;
-        let ratio = self.settings.thin_overprovision_ratio;
-        let available = thin_headroom(pool_lv, &listing.lvs, ratio);
-        Ok(Room::Free {
+        })?;
+        Ok(Space::Free {
             extent_size: space.extent_size,
-            available,
-            what: format!(
-                "thin pool {vg}/{pool} has room for {available} more bytes of thin volumes \
-                 (overprovisioning ratio {ratio})"
-            ),
+            room,
             listed: true,
         })
     }
@@ -249,83 +195,23 @@ impl Core {
         plan: &CreatePlan,
         refusal: ControllerError,
     ) -> Result<csi::Volume, ControllerError> {
-        match self
-            .lvm
-            .get(id.vg(), id.lv())
-            .await
-            .context(|| format!("reading logical volume {id}"))?
-        {
+        match self.volumes.lv(id).await? {
             Some(lv) => existing(lv, id, plan),
             None => Err(refusal),
         }
     }
-
-    /// Removes a half-created LV, if it carries this name (never someone else's LV).
-    pub(super) async fn roll_back(&self, id: &VolumeId, name: &str) {
-        match self.volume(id).await {
-            Ok(Some(v)) if v.name() == name => match self.lvm.remove(id.vg(), id.lv()).await {
-                Ok(()) | Err(LvmError::NotFound { .. }) => {
-                    tracing::warn!(volume_id = %id, "rolled back the new logical volume")
-                }
-                Err(e) => tracing::error!(
-                    volume_id = %id, error = %crate::error::full_message(&e),
-                    "cannot roll back the new logical volume; remove it by hand"
-                ),
-            },
-            Ok(_) => {}
-            Err(e) => tracing::error!(
-                volume_id = %id, error = %crate::error::full_message(&e),
-                "cannot check for a half-created logical volume"
-            ),
-        }
-    }
-
-    /// Deletes volume `id`. An unknown volume is success. A published volume is refused
-    /// (FAILED_PRECONDITION, naming the nodes) rather than unexported behind the attacher's
-    /// back: external-attacher unpublishes before the provisioner deletes, so a publication
-    /// left here means a node may still be using the volume. An export left without any
-    /// publication (a crash between the two) is removed first.
-    pub(crate) async fn delete_volume(&self, id: &VolumeId) -> Result<(), ControllerError> {
-        let Some(v) = self.volume(id).await? else {
-            tracing::info!(volume_id = %id, "volume does not exist: nothing to delete");
-            return Ok(());
-        };
-        if !v.tags.publications.is_empty() {
-            return Err(ControllerError::StillPublished {
-                id: id.to_string(),
-                nodes: v.tags.node_ids(),
-            });
-        }
-        self.check_restored()?;
-        self.before_delete_volume(&v).await?;
-        let iqn = self.iqn(id);
-        self.target
-            .remove_export(&iqn)
-            .await
-            .context(|| format!("removing export {iqn}"))?;
-        self.tags.forget(id);
-        match self.lvm.remove(id.vg(), id.lv()).await {
-            Ok(()) | Err(LvmError::NotFound { .. }) => {
-                tracing::info!(volume_id = %id, "volume deleted");
-                Ok(())
-            }
-            Err(e) => Err(e).context(|| format!("removing logical volume {id}")),
-        }
-    }
 }
 
-/// The size of the new volume, if `available` bytes hold it.
+/// The size of the new volume, if `room` holds it.
 fn fit(
     plan: &CreatePlan,
     default_size: u64,
     extent_size: u64,
-    available: u64,
-    what: &str,
+    room: &Room,
 ) -> Result<u64, ControllerError> {
     let size = plan.size.size(default_size, extent_size)?;
-    if available < size {
-        return Err(ControllerError::NoSpace(format!("{what}, {size} needed")));
-    }
+    room.take(size, || format!("{size} needed"))
+        .map_err(ControllerError::NoSpace)?;
     Ok(size)
 }
 
@@ -360,7 +246,7 @@ fn created(id: &VolumeId, size: u64, plan: &CreatePlan) -> csi::Volume {
 }
 
 /// What makes existing volume `v` unfit for `plan`, if anything.
-pub(super) fn incompatibility(v: &Volume, plan: &CreatePlan) -> Option<String> {
+pub(crate) fn incompatibility(v: &Volume, plan: &CreatePlan) -> Option<String> {
     let p = &plan.params;
     let mut diffs = Vec::new();
     if v.id.vg() != p.volume_group {

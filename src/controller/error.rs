@@ -1,62 +1,38 @@
-//! Everything a Controller RPC can fail with. Variants carry the context (volume id, node,
-//! key) and wrap the layer errors; src/error/controller.rs maps them to gRPC codes.
+//! [`ControllerError`]: what a Controller RPC fails with. The concerns below it have their
+//! own enums next to their code, wrapped here: [`RequestError`] (the request),
+//! [`VolumesError`] (LVM), [`ExportsError`] (the kernel target). The variants here are the
+//! RPCs' own outcomes (not found, conflicts, no space, busy). src/error/controller.rs maps
+//! all of them to gRPC codes.
 
 use crate::domain::chap::ChapError;
-use crate::export::TargetError;
+use crate::domain::volume_id::IdError;
 use crate::lvm::tags::TagError;
-use crate::lvm::LvmError;
 
 use super::capacity::CapacityError;
 use super::copy::CopyError;
+use super::exports::ExportsError;
 use super::params::ParamError;
+use super::request::RequestError;
 use super::resolver::ResolveError;
-use crate::domain::volume_id::IdError;
+use super::volumes::VolumesError;
 
 /// A failed Controller RPC.
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
-    /// A required field is missing.
-    #[error("{0} is required")]
-    Missing(&'static str),
-    /// The volume id is empty, malformed or not one of ours.
+    /// The request cannot be served as it is.
     #[error(transparent)]
-    VolumeId(#[from] IdError),
-    /// A field has a value that cannot be used.
-    #[error("invalid {field}: {reason}")]
-    Invalid {
-        /// The request field.
-        field: &'static str,
-        /// Why.
-        reason: String,
-    },
-    /// A StorageClass parameter is unknown or invalid.
+    Request(#[from] RequestError),
+    /// Reading or writing LVM failed.
     #[error(transparent)]
-    Param(#[from] ParamError),
-    /// The capacity range is invalid or cannot be served.
+    Volumes(#[from] VolumesError),
+    /// The kernel target failed, or is being restored.
     #[error(transparent)]
-    Capacity(#[from] CapacityError),
-    /// A volume capability this driver does not serve.
-    #[error("unsupported volume capability: {0}")]
-    Capability(String),
+    Exports(#[from] ExportsError),
     /// No volume of ours has this id.
     #[error("volume {id} does not exist")]
     VolumeNotFound {
         /// The volume id.
         id: String,
-    },
-    /// The StorageClass names a volume group this storage node does not have.
-    #[error("volume group {vg:?} does not exist on the storage node")]
-    NoVolumeGroup {
-        /// The VG.
-        vg: String,
-    },
-    /// The StorageClass names a thin pool that does not exist.
-    #[error("thin pool {vg}/{pool} does not exist (or is not a thin pool)")]
-    NoThinPool {
-        /// The VG.
-        vg: String,
-        /// The pool.
-        pool: String,
     },
     /// The node's initiator could not be found.
     #[error("cannot find the initiator of node {node_id:?}")]
@@ -127,20 +103,6 @@ pub enum ControllerError {
     /// Another operation on the same volume (or name) is running.
     #[error("an operation on {0} is already in progress")]
     Busy(String),
-    /// ListVolumes got a starting_token it did not hand out.
-    #[error("invalid starting_token {0:?}: start listing again without a token")]
-    BadToken(String),
-    /// The exports are being rebuilt after start-up; target operations wait for it.
-    #[error("the controller is restoring iSCSI exports after start-up; retry shortly")]
-    Restoring,
-    /// The volume_content_source names no snapshot or volume of ours.
-    #[error("source {kind} {id} does not exist")]
-    SourceNotFound {
-        /// `snapshot` or `volume`.
-        kind: &'static str,
-        /// Its id.
-        id: String,
-    },
     /// The content source cannot give a volume of the StorageClass asked for.
     #[error("cannot create the volume from {id}: {reason}")]
     SourceIncompatible {
@@ -213,50 +175,17 @@ pub enum ControllerError {
     /// An RPC this driver does not offer.
     #[error("{0} is not supported by this driver")]
     Unimplemented(&'static str),
-    /// An LVM command failed.
-    #[error("{context}")]
-    Lvm {
-        /// What was being done.
-        context: String,
-        /// The LVM failure.
-        source: LvmError,
-    },
-    /// The iSCSI target backend failed.
-    #[error("{context}")]
-    Target {
-        /// What was being done.
-        context: String,
-        /// The backend failure.
-        source: TargetError,
-    },
-    /// The CHAP key in the request's secrets is unusable.
-    #[error("invalid CHAP key in the request's secrets")]
-    Chap(#[from] ChapError),
-    /// A value too long for an LV tag.
-    #[error(transparent)]
-    Tag(#[from] TagError),
 }
 
-/// Attaches context to a layer error.
-pub(crate) trait Context<T> {
-    /// Wraps the error with what was being done.
-    fn context(self, what: impl FnOnce() -> String) -> Result<T, ControllerError>;
+/// Request-check failures raised with `?` where a [`ControllerError`] is returned.
+macro_rules! via_request {
+    ($($layer:ty),*) => {$(
+        impl From<$layer> for ControllerError {
+            fn from(e: $layer) -> Self {
+                ControllerError::Request(e.into())
+            }
+        }
+    )*};
 }
 
-impl<T> Context<T> for Result<T, LvmError> {
-    fn context(self, what: impl FnOnce() -> String) -> Result<T, ControllerError> {
-        self.map_err(|source| ControllerError::Lvm {
-            context: what(),
-            source,
-        })
-    }
-}
-
-impl<T> Context<T> for Result<T, TargetError> {
-    fn context(self, what: impl FnOnce() -> String) -> Result<T, ControllerError> {
-        self.map_err(|source| ControllerError::Target {
-            context: what(),
-            source,
-        })
-    }
-}
+via_request!(IdError, ParamError, CapacityError, ChapError, TagError);

@@ -15,14 +15,15 @@
 //!   filesystem after its next stage.
 
 use crate::csi::{ControllerExpandVolumeRequest, ControllerExpandVolumeResponse};
-use crate::lvm::{LvKind, LvmError};
+use crate::domain::VolumeId;
+use crate::lvm::LvKind;
 
 use super::capability;
-use super::capacity::{thin_headroom, SizeRequest};
-use super::create::parse_known;
-use super::error::Context;
-use super::{ControllerError, Core, Volume};
-use crate::domain::volume_id::VolumeId;
+use super::capacity::{Room, SizeRequest};
+use super::exports::Exports;
+use super::request::{parse_known, RequestError};
+use super::volumes::{Volume, Volumes};
+use super::ControllerError;
 
 /// A checked ControllerExpandVolume request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,10 +42,10 @@ pub fn validate_expand(req: &ControllerExpandVolumeRequest) -> Result<ExpandPlan
     let range = req
         .capacity_range
         .as_ref()
-        .ok_or(ControllerError::Missing("capacity_range"))?;
+        .ok_or(RequestError::Missing("capacity_range"))?;
     let size = SizeRequest::parse(Some(range))?;
     if let Some(cap) = &req.volume_capability {
-        capability::check(cap).map_err(ControllerError::Capability)?;
+        capability::check(cap).map_err(RequestError::Capability)?;
     }
     let id = id.ok_or_else(|| ControllerError::VolumeNotFound {
         id: req.volume_id.clone(),
@@ -52,15 +53,24 @@ pub fn validate_expand(req: &ControllerExpandVolumeRequest) -> Result<ExpandPlan
     Ok(ExpandPlan { id, size })
 }
 
-impl Core {
+/// ControllerExpandVolume, over LVM and the target.
+pub(crate) struct Expand<'a> {
+    /// Our LVs.
+    pub(crate) volumes: &'a Volumes,
+    /// Their exports.
+    pub(crate) exports: &'a Exports,
+}
+
+impl Expand<'_> {
     /// Grows volume `plan.id` to the requested size and makes its export report it; returns
     /// the volume's size afterwards.
-    pub(crate) async fn expand_volume(
+    pub(crate) async fn run(
         &self,
         plan: &ExpandPlan,
     ) -> Result<ControllerExpandVolumeResponse, ControllerError> {
         let id = &plan.id;
         let v = self
+            .volumes
             .volume(id)
             .await?
             .ok_or_else(|| ControllerError::VolumeNotFound { id: id.to_string() })?;
@@ -75,7 +85,7 @@ impl Core {
         let published = !v.tags.publications.is_empty();
         if published {
             // Restore may still be rebuilding this export; resizing it meanwhile is moot.
-            self.check_restored()?;
+            self.exports.check_restored()?;
         }
         let size = if plan.size.required <= current {
             tracing::info!(volume_id = %id, size = current, "volume is already large enough");
@@ -84,11 +94,7 @@ impl Core {
             self.grow(&v, &plan.size).await?
         };
         if published {
-            let iqn = self.iqn(id);
-            self.target
-                .resize_lun(&iqn, size)
-                .await
-                .context(|| format!("making export {iqn} report the new size"))?;
+            self.exports.resize(id, size).await?;
         }
         Ok(ControllerExpandVolumeResponse {
             capacity_bytes: i64::try_from(size).unwrap_or(i64::MAX),
@@ -96,68 +102,33 @@ impl Core {
         })
     }
 
-    /// Checks the room and runs lvextend; returns the new size.
+    /// Checks the room (the VG's free extents, or the thin pool's headroom under the
+    /// overprovisioning ratio: the same rules as CreateVolume) and runs lvextend; returns
+    /// the new size.
     async fn grow(&self, v: &Volume, want: &SizeRequest) -> Result<u64, ControllerError> {
         let id = &v.id;
-        let vg = self.volume_group(id.vg()).await?;
+        let vg = self.volumes.volume_group(id.vg()).await?;
         let size = want.size(v.lv.size, vg.extent_size)?;
         let growth = size - v.lv.size;
-        match v.lv.kind() {
-            LvKind::Thin => self.check_thin_room(v, growth).await?,
-            _ if vg.free < growth => {
-                return Err(ControllerError::NoSpace(format!(
-                    "volume group {} has {} bytes free, {growth} more needed to grow {id} \
-                     from {} to {size} bytes",
-                    vg.name, vg.free, v.lv.size
-                )))
+        let room = match v.lv.kind() {
+            LvKind::Thin => {
+                let pool = v.lv.pool.clone().unwrap_or_default();
+                let lvs = self.volumes.lvs_of(id.vg()).await?;
+                self.volumes.thin_room(&lvs, id.vg(), &pool)?
             }
-            _ => {}
-        }
+            _ => Room::thick(&vg.name, vg.free),
+        };
+        room.take(growth, || {
+            format!(
+                "{growth} more needed to grow {id} from {} to {size} bytes",
+                v.lv.size
+            )
+        })
+        .map_err(ControllerError::NoSpace)?;
         tracing::info!(volume_id = %id, from = v.lv.size, to = size, "extending logical volume");
-        self.lvm
-            .extend(id.vg(), id.lv(), size)
-            .await
-            .map_err(|source| {
-                let context = match source {
-                    LvmError::SnapshotOrigin { .. } => format!(
-                        "cannot grow volume {id}: it has classic (thick) snapshots, and LVM \
-                         resizes the origin of a snapshot only while it is inactive; delete \
-                         the volume's snapshots first"
-                    ),
-                    _ => format!("extending logical volume {id} to {size} bytes"),
-                };
-                ControllerError::Lvm { context, source }
-            })?;
+        self.volumes.extend(id, size).await?;
         // A multiple of the extent size is what lvextend makes, exactly: no need to read back.
         tracing::info!(volume_id = %id, size, "logical volume extended");
         Ok(size)
-    }
-
-    /// Refuses to grow thin volume `v` by `growth` bytes past its pool's overprovisioning
-    /// limit (the same rule as CreateVolume).
-    async fn check_thin_room(&self, v: &Volume, growth: u64) -> Result<(), ControllerError> {
-        let (vg, pool) = (v.id.vg(), v.lv.pool.clone().unwrap_or_default());
-        let lvs = self
-            .lvm
-            .list_vg(vg)
-            .await
-            .context(|| format!("listing logical volumes of {vg}"))?;
-        let pool_lv = lvs
-            .iter()
-            .find(|lv| lv.name == pool && lv.kind() == LvKind::ThinPool)
-            .ok_or_else(|| ControllerError::NoThinPool {
-                vg: vg.to_string(),
-                pool: pool.clone(),
-            })?;
-        let ratio = self.settings.thin_overprovision_ratio;
-        let room = thin_headroom(pool_lv, &lvs, ratio);
-        if room < growth {
-            return Err(ControllerError::NoSpace(format!(
-                "thin pool {vg}/{pool} has room for {room} more bytes of thin volumes \
-                 (overprovisioning ratio {ratio}), {growth} more needed to grow {}",
-                v.id
-            )));
-        }
-        Ok(())
     }
 }

@@ -9,7 +9,7 @@
 //! volumes where it holds none of ours, so a VG's count drops back to 0 after its last delete.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,47 +17,55 @@ use crate::error::full_message;
 use crate::lvm::LvKind;
 use crate::metrics::Metrics;
 
-use super::error::Context;
-use super::{ControllerError, Core, Volume};
+use super::volumes::{Volume, Volumes, VolumesError};
 
 /// How long after a change the gauges are read again (Prometheus scrapes every 15–60 s).
 pub const REFRESH_DELAY: Duration = Duration::from_secs(3);
 
-impl Core {
+/// The gauges of our volumes, read from LVM.
+#[derive(Clone)]
+pub(crate) struct Gauges {
+    /// Our LVs.
+    volumes: Arc<Volumes>,
+    /// Set while a refresh is scheduled and has not started reading.
+    scheduled: Arc<AtomicBool>,
+}
+
+impl Gauges {
+    /// The gauges of `volumes`.
+    pub(crate) fn new(volumes: Arc<Volumes>) -> Self {
+        Gauges {
+            volumes,
+            scheduled: Arc::default(),
+        }
+    }
+
     /// Refreshes the process-wide gauges [`REFRESH_DELAY`] from now, unless a refresh that
     /// has not started reading yet is scheduled already (it will see this change too).
-    pub(crate) fn refresh_gauges_later(self: &Arc<Self>) {
-        if self.gauges_scheduled.swap(true, Ordering::AcqRel) {
+    pub(crate) fn refresh_later(&self) {
+        if self.scheduled.swap(true, Ordering::AcqRel) {
             return;
         }
-        let core = Arc::clone(self);
+        let gauges = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(REFRESH_DELAY).await;
             // Cleared before reading: a change from now on schedules the next refresh.
-            core.gauges_scheduled.store(false, Ordering::Release);
-            core.refresh_gauges(crate::metrics::global()).await
+            gauges.scheduled.store(false, Ordering::Release);
+            gauges.refresh(crate::metrics::global()).await
         });
     }
 
     /// Refreshes the gauges of `metrics`; a failure is logged, the old values stay.
-    pub(crate) async fn refresh_gauges(&self, metrics: &Metrics) {
-        if let Err(e) = self.record_gauges(metrics).await {
+    pub(crate) async fn refresh(&self, metrics: &Metrics) {
+        if let Err(e) = self.record(metrics).await {
             tracing::warn!(error = %full_message(&e), "cannot refresh the volume gauges");
         }
     }
 
     /// Reads LVs and VGs, then sets every gauge.
-    async fn record_gauges(&self, metrics: &Metrics) -> Result<(), ControllerError> {
-        let lvs = self
-            .lvm
-            .list()
-            .await
-            .context(|| "listing logical volumes for the gauges".to_string())?;
-        let vgs = self
-            .lvm
-            .vgs(&[])
-            .await
-            .context(|| "listing volume groups for the gauges".to_string())?;
+    async fn record(&self, metrics: &Metrics) -> Result<(), VolumesError> {
+        let lvs = self.volumes.lvs().await?;
+        let vgs = self.volumes.volume_groups().await?;
         // (volumes, published volumes) per VG.
         let mut counts: HashMap<String, (u64, u64)> = HashMap::new();
         for lv in &lvs {

@@ -3,7 +3,7 @@
 //! been deleted still works (the listing continues after it), as csi-sanity's pagination
 //! test expects.
 
-use super::ControllerError;
+use super::request::RequestError;
 use crate::domain::volume_id::VolumeId;
 
 /// The page of `items` (keyed by `id`) that starts after `starting_token` and holds at most
@@ -13,8 +13,8 @@ pub(crate) fn page<T>(
     id: impl Fn(&T) -> &VolumeId,
     max_entries: i32,
     starting_token: &str,
-) -> Result<(Vec<T>, String), ControllerError> {
-    let max = usize::try_from(max_entries).map_err(|_| ControllerError::Invalid {
+) -> Result<(Vec<T>, String), RequestError> {
+    let max = usize::try_from(max_entries).map_err(|_| RequestError::Invalid {
         field: "max_entries",
         reason: format!("{max_entries} is negative"),
     })?;
@@ -24,7 +24,7 @@ pub(crate) fn page<T>(
         Some(
             starting_token
                 .parse::<VolumeId>()
-                .map_err(|_| ControllerError::BadToken(starting_token.to_string()))?,
+                .map_err(|_| RequestError::BadToken(starting_token.to_string()))?,
         )
     };
     items.sort_by(|a, b| id(a).cmp(id(b)));
@@ -69,11 +69,11 @@ mod tests {
     fn bad_input() {
         assert!(matches!(
             page(ids(&["a"]), |v| v, -1, ""),
-            Err(ControllerError::Invalid { .. })
+            Err(RequestError::Invalid { .. })
         ));
         assert!(matches!(
             page(ids(&["a"]), |v| v, 0, "not a token"),
-            Err(ControllerError::BadToken(_))
+            Err(RequestError::BadToken(_))
         ));
     }
 }

@@ -125,10 +125,11 @@ pub fn volume_context(fs_type: Option<&str>) -> HashMap<String, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn map(kv: &[(&str, &str)]) -> HashMap<String, String> {
+    /// A parameter map of `kv`.
+    pub(crate) fn map(kv: &[(&str, &str)]) -> HashMap<String, String> {
         kv.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()

@@ -5,19 +5,14 @@
 use std::collections::HashMap;
 
 use crate::csi::{ControllerPublishVolumeRequest, ControllerUnpublishVolumeRequest};
-use crate::domain::iqn::IqnError;
-use crate::domain::{ChapKey, Iqn, PublishContext, VolumeId};
-use crate::export::{AclSpec, TargetError};
+use crate::domain::{ChapKey, Iqn, VolumeId};
 use crate::lvm::tags::{Auth, Publication, VolumeTags};
-use crate::lvm::LvmError;
 
 use super::capability::{self, Access};
-use super::create::parse_known;
-use super::error::Context;
-use super::{ControllerError, Core};
-
-/// Longest node id accepted: a Kubernetes node name (DNS subdomain) can have 253 bytes.
-const MAX_NODE_ID: usize = 253;
+use super::exports::Exports;
+use super::request::{check_node_id, parse_known, RequestError};
+use super::volumes::{Change, Step, Volumes};
+use super::ControllerError;
 
 /// A checked ControllerPublishVolume request.
 #[derive(Debug, Clone)]
@@ -45,8 +40,8 @@ pub fn validate_publish(
     let cap = req
         .volume_capability
         .as_ref()
-        .ok_or(ControllerError::Missing("volume_capability"))?;
-    let access = capability::check(cap).map_err(ControllerError::Capability)?;
+        .ok_or(RequestError::Missing("volume_capability"))?;
+    let access = capability::check(cap).map_err(RequestError::Capability)?;
     let key = ChapKey::from_secrets(&req.secrets)?;
     let id = id.ok_or_else(|| ControllerError::VolumeNotFound {
         id: req.volume_id.clone(),
@@ -64,65 +59,25 @@ pub fn validate_publish(
 /// ours (nothing to do).
 pub fn validate_unpublish(
     req: &ControllerUnpublishVolumeRequest,
-) -> Result<Option<VolumeId>, ControllerError> {
+) -> Result<Option<VolumeId>, RequestError> {
     let id = parse_known(&req.volume_id)?;
     check_node_id(&req.node_id)?;
     Ok(id)
 }
 
-fn check_node_id(node_id: &str) -> Result<(), ControllerError> {
-    if node_id.is_empty() {
-        return Err(ControllerError::Missing("node_id"));
-    }
-    if node_id.len() > MAX_NODE_ID || node_id.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(ControllerError::Invalid {
-            field: "node_id",
-            reason: "longer than 253 bytes, or contains whitespace or control characters".into(),
-        });
-    }
-    Ok(())
-}
-
-/// The tag change that records a publication, decided from the volume's tags.
+/// A publication's tag change, and the initiators of this node's earlier publications that
+/// are no longer its initiator.
 #[derive(Debug)]
-struct Change {
-    /// Tags to add.
-    add: Vec<String>,
-    /// Tags to delete.
-    delete: Vec<String>,
-    /// The LV's tags once changed.
-    after: Vec<String>,
-    /// Initiators of this node's earlier publications that are no longer its initiator.
+struct Recording {
+    /// The tag change.
+    change: Change,
+    /// Initiators that lose access (the node's initiator changed: reinstalled host).
     old_initiators: Vec<String>,
 }
 
-impl Change {
-    /// Deleting the tags of publications `mine` from an LV tagged `tags`.
-    fn removing(tags: &[String], mine: &[&Publication]) -> Result<Change, ControllerError> {
-        let delete = tags_of(mine)?;
-        Ok(Change {
-            after: tags_after(tags, &[], &delete),
-            add: vec![],
-            delete,
-            old_initiators: vec![],
-        })
-    }
-
-    /// Whether anything is to be written.
-    fn writes(&self) -> bool {
-        !self.add.is_empty() || !self.delete.is_empty()
-    }
-}
-
-/// The LV's tags after deleting `delete` and adding `add`.
-fn tags_after(tags: &[String], add: &[String], delete: &[String]) -> Vec<String> {
-    let mut after: Vec<String> = tags
-        .iter()
-        .filter(|t| !delete.contains(t))
-        .cloned()
-        .collect();
-    after.extend(add.iter().filter(|t| !tags.contains(t)).cloned());
-    after
+/// The change deleting the tags of publications `mine` from an LV tagged `tags`.
+fn removing(tags: &[String], mine: &[&Publication]) -> Result<Change, ControllerError> {
+    Ok(Change::new(tags, vec![], tags_of(mine)?))
 }
 
 /// What recording `wanted` on volume `id`, whose LV has `lv_tags`, takes; the publish
@@ -131,7 +86,7 @@ fn publication_change(
     id: &VolumeId,
     lv_tags: &[String],
     wanted: &Publication,
-) -> Result<Change, ControllerError> {
+) -> Result<Recording, ControllerError> {
     let tags = VolumeTags::parse(lv_tags);
     if let Some(source) = &tags.copying {
         // Its data is incomplete: a node must never see it.
@@ -192,10 +147,8 @@ fn publication_change(
     } else {
         vec![tag]
     };
-    Ok(Change {
-        after: tags_after(lv_tags, &add, &delete),
-        add,
-        delete,
+    Ok(Recording {
+        change: Change::new(lv_tags, add, delete),
         old_initiators: mine
             .iter()
             .filter(|p| p.initiator != wanted.initiator)
@@ -204,11 +157,19 @@ fn publication_change(
     })
 }
 
-impl Core {
+/// ControllerPublishVolume and ControllerUnpublishVolume, over LVM and the target.
+pub(crate) struct Publish<'a> {
+    /// Our LVs (the publication records).
+    pub(crate) volumes: &'a Volumes,
+    /// Their exports.
+    pub(crate) exports: &'a Exports,
+}
+
+impl Publish<'_> {
     /// Publishes `plan.id` to the node whose initiator is `initiator`; returns
     /// publish_context. Repeating it returns the same context.
     ///
-    /// One LVM command when the volume's tags are known (`tag_cache`): the tag write,
+    /// One LVM command when the volume's tags are known (the tag cache): the tag write,
     /// made only if the tags are still what they were; else (or when nothing is to be
     /// written) the LV is read first.
     pub(crate) async fn publish(
@@ -217,7 +178,7 @@ impl Core {
         initiator: &Iqn,
     ) -> Result<HashMap<String, String>, ControllerError> {
         let id = &plan.id;
-        let key = plan.key.as_ref().or(self.settings.chap_key.as_ref());
+        let key = self.exports.key(plan.key.as_ref());
         let wanted = Publication {
             node_id: plan.node_id.clone(),
             initiator: initiator.to_string(),
@@ -225,128 +186,74 @@ impl Core {
             multi_node: plan.access.multi_node,
             readonly: plan.readonly,
         };
-        let what = || format!("recording the publication of {id} to node {}", plan.node_id);
         // The intent first: if anything below fails, restore (or the retry) finishes it.
-        let mut change = None;
-        if let Some(cached) = self.tags.get(id) {
-            if let Ok(c) = publication_change(id, &cached, &wanted) {
-                if c.writes() && self.write_if_unchanged(id, &cached, &c).await {
-                    change = Some(c);
-                }
-            }
-        }
-        let change = match change {
-            Some(c) => c,
-            None => {
-                let v = self
-                    .volume(id)
-                    .await?
-                    .ok_or_else(|| ControllerError::VolumeNotFound { id: id.to_string() })?;
-                let c = publication_change(id, &v.lv.tags, &wanted)?;
-                if c.writes() {
-                    self.write_tags(id, &c).await.context(what)?;
-                }
-                c
-            }
-        };
-
-        let spec = self.export_spec(id);
-        self.target
-            .ensure_export(&spec)
-            .await
-            .context(|| format!("exporting {id} as {}", spec.iqn))?;
-        let chap = key.map(|k| k.credentials(id, initiator));
-        if chap.is_none() {
+        let recording = self.record(id, &wanted).await?;
+        if key.is_none() {
             tracing::warn!(volume_id = %id, node_id = %plan.node_id,
                 "no CHAP key in the request's secrets or --chap-key-file: the ACL alone protects this export");
         }
-        let acl = AclSpec {
-            initiator: initiator.to_string(),
-            chap,
-        };
-        self.target
-            .ensure_acl(&spec.iqn, &acl)
-            .await
-            .context(|| format!("allowing initiator {initiator} on {}", spec.iqn))?;
-        // The node's initiator changed (reinstalled host): the old one loses access.
-        for old in &change.old_initiators {
-            self.target
-                .remove_acl(&spec.iqn, old)
-                .await
-                .context(|| format!("removing the old initiator {old} from {}", spec.iqn))?;
+        self.exports
+            .ensure(id, &Exports::acl(id, initiator, key))
+            .await?;
+        let iqn = self.exports.iqn(id);
+        for old in &recording.old_initiators {
+            self.exports.deny(&iqn, old).await?;
         }
-        tracing::info!(volume_id = %id, node_id = %plan.node_id, %initiator, iqn = %spec.iqn, "volume published");
-        // Valid by construction from a checked --iqn-prefix.
-        let iqn = spec
-            .iqn
-            .parse()
-            .map_err(|e: IqnError| TargetError::Invalid {
-                what: "target name",
-                value: e.name,
-                reason: "not a valid iSCSI name: check --iqn-prefix",
-            })
-            .context(|| format!("exporting {id}"))?;
-        Ok(PublishContext {
-            iqn,
-            portals: self.settings.portals.clone(),
-            lun: self.target.data_lun(),
-            chap: key.is_some(),
-        }
-        .to_map())
+        tracing::info!(volume_id = %id, node_id = %plan.node_id, %initiator, %iqn, "volume published");
+        Ok(self.exports.publish_context(id, key.is_some())?.to_map())
     }
 
-    /// Writes `change` if the tags of `id` are still `cached`: `true` when written. On
-    /// `false` the caller reads the LV and decides again.
-    async fn write_if_unchanged(&self, id: &VolumeId, cached: &[String], change: &Change) -> bool {
-        let written = self
-            .lvm
-            .change_tags_if(id.vg(), id.lv(), &change.add, &change.delete, cached)
-            .await;
-        match written {
-            Ok(true) => {
-                self.tags.put(id, change.after.clone());
-                return true;
-            }
-            Ok(false) => {
-                tracing::debug!(volume_id = %id, "the tags changed since this process saw them: reading them")
-            }
-            Err(e) => {
-                tracing::debug!(volume_id = %id, error = %crate::error::full_message(&e), "conditional tag write failed: reading the volume")
+    /// Records publication `wanted` of `id` in its tags, from the cache when it is still
+    /// right, else from a fresh read.
+    async fn record(
+        &self,
+        id: &VolumeId,
+        wanted: &Publication,
+    ) -> Result<Recording, ControllerError> {
+        if let Some(cached) = self.volumes.cached_tags(id) {
+            if let Ok(r) = publication_change(id, &cached, wanted) {
+                if r.change.writes()
+                    && self
+                        .volumes
+                        .write_if_unchanged(id, &cached, &r.change)
+                        .await
+                {
+                    return Ok(r);
+                }
             }
         }
-        self.tags.forget(id);
-        false
-    }
-
-    /// Writes `change` (decided from a fresh read of the LV).
-    async fn write_tags(&self, id: &VolumeId, change: &Change) -> Result<(), LvmError> {
-        let written = self
-            .lvm
-            .change_tags(id.vg(), id.lv(), &change.add, &change.delete)
-            .await;
-        match &written {
-            Ok(()) => self.tags.put(id, change.after.clone()),
-            Err(_) => self.tags.forget(id),
+        let v = self
+            .volumes
+            .volume(id)
+            .await?
+            .ok_or_else(|| ControllerError::VolumeNotFound { id: id.to_string() })?;
+        let r = publication_change(id, &v.lv.tags, wanted)?;
+        if r.change.writes() {
+            let step = Step::Record {
+                id: id.clone(),
+                node_id: wanted.node_id.clone(),
+            };
+            self.volumes.write_tags(id, &r.change, step).await?;
         }
-        written
+        Ok(r)
     }
 
     /// Removes the publication of `id` to `node_id`: ACL, then tag, then the export when no
     /// publication is left. An unknown volume or node is success.
     ///
-    /// With the volume's tags known (`tag_cache`), the tag is deleted without reading the LV
-    /// first, only if the tags are still what they were; anything else reads the LV.
+    /// With the volume's tags known (the tag cache), the tag is deleted without reading the
+    /// LV first, only if the tags are still what they were; anything else reads the LV.
     pub(crate) async fn unpublish(
         &self,
         id: &VolumeId,
         node_id: &str,
     ) -> Result<(), ControllerError> {
-        if let Some(cached) = self.tags.get(id) {
+        if let Some(cached) = self.volumes.cached_tags(id) {
             if self.unpublish_known(id, node_id, &cached).await? {
                 return Ok(());
             }
         }
-        let Some(v) = self.volume(id).await? else {
+        let Some(v) = self.volumes.volume(id).await? else {
             tracing::info!(volume_id = %id, "volume does not exist: nothing to unpublish");
             return Ok(());
         };
@@ -355,14 +262,16 @@ impl Core {
             tracing::info!(volume_id = %id, node_id, "volume is not published to this node");
             return Ok(());
         }
-        self.check_restored()?;
-        let iqn = self.iqn(id);
+        self.exports.check_restored()?;
+        let iqn = self.exports.iqn(id);
         self.remove_acls(&iqn, &mine, &rest).await?;
         if !mine.is_empty() {
-            let change = Change::removing(&v.lv.tags, &mine)?;
-            self.write_tags(id, &change)
-                .await
-                .context(|| format!("removing the publication of {id} to node {node_id}"))?;
+            let step = Step::Unrecord {
+                id: id.clone(),
+                node_id: node_id.to_string(),
+            };
+            let change = removing(&v.lv.tags, &mine)?;
+            self.volumes.write_tags(id, &change, step).await?;
         }
         self.unpublished(id, node_id, &iqn, &rest).await
     }
@@ -376,10 +285,7 @@ impl Core {
         rest: &[&Publication],
     ) -> Result<(), ControllerError> {
         if rest.is_empty() {
-            self.target
-                .remove_export(iqn)
-                .await
-                .context(|| format!("removing export {iqn}"))?;
+            self.exports.remove(iqn).await?;
         }
         tracing::info!(volume_id = %id, node_id, "volume unpublished");
         Ok(())
@@ -399,12 +305,12 @@ impl Core {
             // An answer without a write is only given from a fresh read.
             return Ok(false);
         }
-        self.check_restored()?;
-        let iqn = self.iqn(id);
+        self.exports.check_restored()?;
+        let iqn = self.exports.iqn(id);
         // Taking access away first is safe even if the cache is stale.
         self.remove_acls(&iqn, &mine, &rest).await?;
-        let change = Change::removing(cached, &mine)?;
-        if !self.write_if_unchanged(id, cached, &change).await {
+        let change = removing(cached, &mine)?;
+        if !self.volumes.write_if_unchanged(id, cached, &change).await {
             return Ok(false);
         }
         self.unpublished(id, node_id, &iqn, &rest).await?;
@@ -422,10 +328,7 @@ impl Core {
             if rest.iter().any(|r| r.initiator == p.initiator) {
                 continue;
             }
-            self.target
-                .remove_acl(iqn, &p.initiator)
-                .await
-                .context(|| format!("removing initiator {} from {iqn}", p.initiator))?;
+            self.exports.deny(iqn, &p.initiator).await?;
         }
         Ok(())
     }

@@ -6,18 +6,25 @@ use crate::csi::{
     ControllerGetVolumeResponse, GetCapacityRequest, GetCapacityResponse, ListVolumesRequest,
     ListVolumesResponse, ValidateVolumeCapabilitiesRequest, ValidateVolumeCapabilitiesResponse,
 };
+use crate::domain::VolumeId;
 use crate::lvm::LvKind;
 
 use super::capability;
-use super::capacity::thin_headroom;
-use super::create::parse_known;
-use super::error::Context;
 use super::page::page;
 use super::params::{self, Params};
-use super::{ControllerError, Core, Volume};
-use crate::domain::volume_id::VolumeId;
+use super::request::{parse_known, RequestError};
+use super::volumes::{Volume, Volumes, VolumesError};
+use super::ControllerError;
 
-impl Core {
+/// The read-only RPCs, over LVM alone.
+pub(crate) struct Query<'a> {
+    /// Our LVs.
+    pub(crate) volumes: &'a Volumes,
+    /// The VG used when the parameters name none.
+    pub(crate) default_vg: Option<&'a str>,
+}
+
+impl Query<'_> {
     /// ValidateVolumeCapabilities: confirmed only when every capability is served and the
     /// parameters and context given are this volume's.
     pub(crate) async fn validate_capabilities(
@@ -26,12 +33,13 @@ impl Core {
     ) -> Result<ValidateVolumeCapabilitiesResponse, ControllerError> {
         let id = parse_known(&req.volume_id)?;
         if req.volume_capabilities.is_empty() {
-            return Err(ControllerError::Missing("volume_capabilities"));
+            return Err(RequestError::Missing("volume_capabilities").into());
         }
         let id = id.ok_or_else(|| ControllerError::VolumeNotFound {
             id: req.volume_id.clone(),
         })?;
         let v = self
+            .volumes
             .volume(&id)
             .await?
             .ok_or_else(|| ControllerError::VolumeNotFound { id: id.to_string() })?;
@@ -78,10 +86,7 @@ impl Core {
             return Some("this driver has no mutable parameters".into());
         }
         if !req.parameters.is_empty() {
-            let p = match Params::parse(
-                &req.parameters,
-                self.settings.default_volume_group.as_deref(),
-            ) {
+            let p = match Params::parse(&req.parameters, self.default_vg) {
                 Ok(p) => p,
                 Err(e) => return Some(e.to_string()),
             };
@@ -109,7 +114,7 @@ impl Core {
         req: &ListVolumesRequest,
     ) -> Result<ListVolumesResponse, ControllerError> {
         let (page, next_token) = page(
-            self.volumes().await?,
+            self.volumes.volumes().await?,
             |v| &v.id,
             req.max_entries,
             &req.starting_token,
@@ -137,10 +142,7 @@ impl Core {
         &self,
         req: &GetCapacityRequest,
     ) -> Result<GetCapacityResponse, ControllerError> {
-        let p = Params::parse(
-            &req.parameters,
-            self.settings.default_volume_group.as_deref(),
-        )?;
+        let p = Params::parse(&req.parameters, self.default_vg)?;
         let none = GetCapacityResponse {
             available_capacity: 0,
             maximum_volume_size: None,
@@ -153,30 +155,17 @@ impl Core {
         {
             return Ok(none);
         }
-        let Some(vg) = self
-            .lvm
-            .vg(&p.volume_group)
-            .await
-            .context(|| format!("reading volume group {}", p.volume_group))?
-        else {
+        let Some(vg) = self.volumes.find_volume_group(&p.volume_group).await? else {
             return Ok(none);
         };
         let available = match &p.thin_pool {
             None => vg.free,
             Some(pool) => {
-                let lvs = self
-                    .lvm
-                    .list_vg(&vg.name)
-                    .await
-                    .context(|| format!("listing volume group {}", vg.name))?;
-                match lvs
-                    .iter()
-                    .find(|lv| lv.name == *pool && lv.kind() == LvKind::ThinPool)
-                {
-                    Some(pool_lv) => {
-                        thin_headroom(pool_lv, &lvs, self.settings.thin_overprovision_ratio)
-                    }
-                    None => return Ok(none),
+                let lvs = self.volumes.lvs_of(&vg.name).await?;
+                match self.volumes.thin_room(&lvs, &vg.name, pool) {
+                    Ok(room) => room.available,
+                    Err(VolumesError::NoThinPool { .. }) => return Ok(none),
+                    Err(e) => return Err(e.into()),
                 }
             }
         };
@@ -196,6 +185,7 @@ impl Core {
         id: &VolumeId,
     ) -> Result<ControllerGetVolumeResponse, ControllerError> {
         let v = self
+            .volumes
             .volume(id)
             .await?
             .ok_or_else(|| ControllerError::VolumeNotFound { id: id.to_string() })?;

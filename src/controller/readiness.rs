@@ -17,7 +17,8 @@ use tokio::time::Instant;
 use crate::error::full_message;
 use crate::identity::{Health, Readiness};
 
-use super::{ControllerService, Core};
+use super::exports::Exports;
+use super::volumes::Volumes;
 
 /// How old the last check may be before Probe starts another.
 pub const RECHECK_AFTER: Duration = Duration::from_secs(10);
@@ -28,8 +29,12 @@ pub const STUCK_AFTER: Duration = Duration::from_secs(30);
 /// Ready when the volume group(s) can be read, the target backend answers and restore has
 /// finished its first pass; see the module doc for when it looks.
 pub struct ControllerReadiness {
-    /// The controller.
-    core: Arc<Core>,
+    /// Our LVs.
+    volumes: Arc<Volumes>,
+    /// Their exports.
+    exports: Arc<Exports>,
+    /// The VG read (every VG when `None`).
+    default_vg: Option<String>,
     /// The last check and the one running.
     checks: Arc<Mutex<Checks>>,
 }
@@ -67,34 +72,41 @@ impl Checks {
     }
 }
 
-impl ControllerService {
-    /// Probe's view of this controller.
-    pub fn readiness(&self) -> ControllerReadiness {
+impl ControllerReadiness {
+    /// Probe's view of the controller over `volumes` and `exports`, reading `default_vg`.
+    pub(crate) fn new(
+        volumes: Arc<Volumes>,
+        exports: Arc<Exports>,
+        default_vg: Option<String>,
+    ) -> Self {
         ControllerReadiness {
-            core: Arc::clone(&self.core),
+            volumes,
+            exports,
+            default_vg,
             checks: Arc::default(),
         }
     }
-}
 
-impl ControllerReadiness {
     fn checks(checks: &Mutex<Checks>) -> MutexGuard<'_, Checks> {
         checks.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-/// Reads the default VG (or every VG) and probes the target backend.
-async fn check_dependencies(core: &Core) -> Result<(), String> {
-    let vgs: Vec<&str> = core
-        .settings
-        .default_volume_group
-        .iter()
-        .map(String::as_str)
-        .collect();
-    if let Err(e) = core.lvm.vgs(&vgs).await {
+/// Reads the default VG (or every VG) and probes the target backend, with the calls the
+/// RPCs make.
+async fn check_dependencies(
+    volumes: &Volumes,
+    exports: &Exports,
+    default_vg: Option<&str>,
+) -> Result<(), String> {
+    let read = match default_vg {
+        Some(vg) => volumes.volume_group(vg).await.map(drop),
+        None => volumes.volume_groups().await.map(drop),
+    };
+    if let Err(e) = read {
         return Err(format!("LVM is not usable: {}", full_message(&e)));
     }
-    core.target.probe().await.map_err(|e| full_message(&e))
+    exports.probe().await.map_err(|e| full_message(&e))
 }
 
 #[async_trait]
@@ -102,9 +114,10 @@ impl Readiness for ControllerReadiness {
     async fn check(&self) -> Health {
         let (verdict, start) = Self::checks(&self.checks).decide(Instant::now());
         if start {
-            let (core, checks) = (Arc::clone(&self.core), Arc::clone(&self.checks));
+            let (volumes, exports) = (Arc::clone(&self.volumes), Arc::clone(&self.exports));
+            let (default_vg, checks) = (self.default_vg.clone(), Arc::clone(&self.checks));
             tokio::spawn(async move {
-                let found = check_dependencies(&core).await;
+                let found = check_dependencies(&volumes, &exports, default_vg.as_deref()).await;
                 let mut c = Self::checks(&checks);
                 c.last = Some((Instant::now(), found));
                 c.running_since = None;
@@ -113,14 +126,7 @@ impl Readiness for ControllerReadiness {
         match verdict {
             None => Health::Starting,
             Some(Err(why)) => Health::Broken(why),
-            Some(Ok(()))
-                if self
-                    .core
-                    .restored
-                    .load(std::sync::atomic::Ordering::Acquire) =>
-            {
-                Health::Ready
-            }
+            Some(Ok(())) if self.exports.is_restored() => Health::Ready,
             Some(Ok(())) => Health::Starting,
         }
     }

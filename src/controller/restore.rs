@@ -14,20 +14,20 @@
 //! back with weaker authentication than it was published with.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::Ordering;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::error::full_message;
-use crate::export::AclSpec;
-use crate::lvm::tags::{Auth, Publication};
-
-use super::error::Context;
-use super::{ControllerError, ControllerService, Core, Volume};
 use crate::domain::volume_id::VolumeId;
+use crate::error::full_message;
+use crate::ops::VolumeLocks;
+
+use super::exports::Exports;
+use super::volumes::{Volume, Volumes};
+use super::ControllerError;
 
 /// How many volumes are restored at once.
 pub const PARALLELISM: usize = 16;
@@ -52,15 +52,21 @@ pub struct RestoreReport {
 /// What restoring one volume did: (ACLs ensured, ACLs skipped).
 type VolumeOutcome = Result<(usize, usize), ControllerError>;
 
-impl Core {
-    /// One full pass (see the module doc).
-    pub(crate) async fn restore_pass(self: &Arc<Self>) -> Result<RestoreReport, ControllerError> {
-        let volumes = self.volumes().await?;
-        let targets = self
-            .target
-            .list()
-            .await
-            .context(|| "listing the iSCSI targets".to_string())?;
+/// Start-up restore, over LVM and the target.
+pub(crate) struct Restore {
+    /// Our LVs.
+    pub(crate) volumes: Arc<Volumes>,
+    /// Their exports.
+    pub(crate) exports: Arc<Exports>,
+    /// The per-volume guards (a retry waits for no RPC).
+    pub(crate) locks: VolumeLocks,
+}
+
+impl Restore {
+    /// One full pass (see the module doc), then target changes are open.
+    pub(crate) async fn pass(&self) -> Result<RestoreReport, ControllerError> {
+        let volumes = self.volumes.volumes().await?;
+        let targets = self.exports.list().await?;
         let published: Vec<Volume> = volumes
             .into_iter()
             .filter(|v| !v.tags.publications.is_empty())
@@ -69,12 +75,12 @@ impl Core {
         let limit = Arc::new(Semaphore::new(PARALLELISM));
         let mut tasks = JoinSet::new();
         for v in published.iter().cloned() {
-            let core = Arc::clone(self);
+            let exports = Arc::clone(&self.exports);
             let limit = Arc::clone(&limit);
             tasks.spawn(async move {
                 let _permit = limit.acquire_owned().await;
                 let id = v.id.clone();
-                (id, core.restore_volume(&v).await)
+                (id, restore_volume(&exports, &v).await)
             });
         }
         while let Some(joined) = tasks.join_next().await {
@@ -96,16 +102,13 @@ impl Core {
             .iter()
             .map(|v| {
                 let initiators = v.tags.publications.iter().map(|p| p.initiator.as_str());
-                (self.iqn(&v.id), initiators.collect())
+                (self.exports.iqn(&v.id), initiators.collect())
             })
             .collect();
         for t in &targets {
             match wanted.get(&t.iqn) {
                 None => {
-                    self.target
-                        .remove_export(&t.iqn)
-                        .await
-                        .context(|| format!("removing unpublished export {}", t.iqn))?;
+                    self.exports.remove(&t.iqn).await?;
                     tracing::info!(iqn = %t.iqn, "removed an export without publication");
                     report.exports_removed += 1;
                 }
@@ -115,10 +118,7 @@ impl Core {
                         .iter()
                         .filter(|i| !initiators.contains(i.as_str()))
                     {
-                        self.target
-                            .remove_acl(&t.iqn, i)
-                            .await
-                            .context(|| format!("removing initiator {i} from {}", t.iqn))?;
+                        self.exports.deny(&t.iqn, i).await?;
                         tracing::info!(iqn = %t.iqn, initiator = %i, "removed an ACL without publication");
                         report.acls_removed += 1;
                     }
@@ -128,84 +128,34 @@ impl Core {
         Ok(report)
     }
 
-    /// Ensures the export and ACLs of one published volume.
-    async fn restore_volume(&self, v: &Volume) -> VolumeOutcome {
-        let spec = self.export_spec(&v.id);
-        self.target
-            .ensure_export(&spec)
-            .await
-            .context(|| format!("exporting {} as {}", v.id, spec.iqn))?;
-        let (mut acls, mut skipped) = (0, 0);
-        for p in &v.tags.publications {
-            let Some(acl) = self.restored_acl(&v.id, p) else {
-                skipped += 1;
-                continue;
-            };
-            self.target
-                .ensure_acl(&spec.iqn, &acl)
-                .await
-                .context(|| format!("allowing initiator {} on {}", p.initiator, spec.iqn))?;
-            acls += 1;
-        }
-        Ok((acls, skipped))
-    }
-
-    /// The ACL of publication `p`, or `None` when its CHAP credentials cannot be derived.
-    fn restored_acl(&self, id: &VolumeId, p: &Publication) -> Option<AclSpec> {
-        let chap = match &p.auth {
-            Auth::None => None,
-            Auth::Chap { key_id } => match &self.settings.chap_key {
-                Some(k) if k.id() == *key_id => {
-                    let Ok(initiator) = p.initiator.parse() else {
-                        tracing::error!(volume_id = %id, node_id = %p.node_id, initiator = p.initiator,
-                            "cannot restore this CHAP ACL: its initiator is not a valid iSCSI name");
-                        return None;
-                    };
-                    Some(k.credentials(id, &initiator))
-                }
-                other => {
-                    tracing::error!(
-                        volume_id = %id, node_id = %p.node_id, key_id,
-                        file_key_id = ?other.as_ref().map(|k| k.id()),
-                        "cannot restore this CHAP ACL: --chap-key-file is not the key it was published with; the node cannot log in until the volume is published again"
-                    );
-                    return None;
-                }
-            },
-        };
-        Some(AclSpec {
-            initiator: p.initiator.clone(),
-            chap,
-        })
-    }
-
     /// Restores volume `id` again, under its guard (an RPC in flight on it wins).
     async fn retry_volume(&self, id: &VolumeId) -> Result<(), ControllerError> {
         let Some(_guard) = self.locks.try_lock(&id.to_string()) else {
             return Err(ControllerError::Busy(id.to_string()));
         };
-        match self.volume(id).await? {
-            Some(v) if !v.tags.publications.is_empty() => self.restore_volume(&v).await.map(drop),
+        match self.volumes.volume(id).await? {
+            Some(v) if !v.tags.publications.is_empty() => {
+                restore_volume(&self.exports, &v).await.map(drop)
+            }
             _ => Ok(()),
         }
     }
-}
 
-impl ControllerService {
-    /// Runs one restore pass and opens the target RPCs (tests and [`Self::restore_until_done`]).
-    pub async fn restore(&self) -> Result<RestoreReport, ControllerError> {
-        let report = self.core.restore_pass().await?;
-        self.core.restored.store(true, Ordering::Release);
+    /// Runs one pass and opens target changes.
+    pub(crate) async fn first_pass(&self) -> Result<RestoreReport, ControllerError> {
+        let report = self.pass().await?;
+        self.exports.mark_restored();
         Ok(report)
     }
 
     /// Restores in the background: the first pass is retried until it can list LVs and
-    /// targets; then volumes that failed are retried with backoff until they succeed.
-    pub async fn restore_until_done(self) {
+    /// targets (then `after_first` runs); then volumes that failed are retried with backoff
+    /// until they succeed.
+    pub(crate) async fn until_done<F: Future<Output = ()>>(self, after_first: F) {
         let mut delay = Duration::from_secs(1);
         let mut failed = loop {
             let started = Instant::now();
-            match self.restore().await {
+            match self.first_pass().await {
                 Ok(r) => {
                     tracing::info!(
                         exports = r.exports,
@@ -217,7 +167,7 @@ impl ControllerService {
                         elapsed_ms = started.elapsed().as_millis() as u64,
                         "exports restored from LV tags"
                     );
-                    self.core.refresh_gauges(crate::metrics::global()).await;
+                    after_first.await;
                     break r.failed;
                 }
                 Err(e) => {
@@ -232,7 +182,7 @@ impl ControllerService {
             tokio::time::sleep(delay).await;
             let mut still = Vec::new();
             for id in failed {
-                if let Err(e) = self.core.retry_volume(&id).await {
+                if let Err(e) = self.retry_volume(&id).await {
                     tracing::warn!(volume_id = %id, error = %full_message(&e), "restore retry failed");
                     still.push(id);
                 } else {
@@ -243,4 +193,19 @@ impl ControllerService {
             delay = (delay * 2).min(Duration::from_secs(60));
         }
     }
+}
+
+/// Ensures the export and ACLs of one published volume.
+async fn restore_volume(exports: &Exports, v: &Volume) -> VolumeOutcome {
+    exports.ensure_export(&v.id).await?;
+    let (mut acls, mut skipped) = (0, 0);
+    for p in &v.tags.publications {
+        let Some(acl) = exports.restored_acl(&v.id, p) else {
+            skipped += 1;
+            continue;
+        };
+        exports.allow(&v.id, &acl).await?;
+        acls += 1;
+    }
+    Ok((acls, skipped))
 }

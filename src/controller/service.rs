@@ -1,9 +1,8 @@
 //! `impl Controller`: each RPC opens a span carrying the volume id, validates the request
 //! (INVALID_ARGUMENT before any lock or command), takes the per-volume guard (ABORTED when
-//! busy; CreateVolume locks the name) and calls one function of [`super::create`],
-//! [`super::publish`], [`super::expand`] or [`super::query`].
+//! busy; CreateVolume locks the name), runs one flow over the parts it names ([`Volumes`],
+//! [`Exports`]) and replies. This is the one place the parts are put together.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -13,18 +12,27 @@ use tracing::Instrument;
 use crate::csi::controller_server::Controller;
 use crate::csi::controller_service_capability::{rpc, Rpc, Type as CapType};
 use crate::csi::*;
+use crate::domain::volume_id::VolumeId;
 use crate::export::TargetBackend;
 use crate::lvm::Lvm;
-use crate::ops::VolumeLocks;
+use crate::ops::{VolumeGuard, VolumeLocks};
 
+use super::content_source::FromSource;
 use super::copy::{BlockCopier, DeviceCopier};
-use super::create::{parse_known, validate_create, validate_delete};
-use super::expand::validate_expand;
-use super::publish::{validate_publish, validate_unpublish};
+use super::create::{validate_create, Create, CreatePlan};
+use super::delete::{validate_delete, Delete};
+use super::expand::{validate_expand, Expand};
+use super::exports::Exports;
+use super::gauges::Gauges;
+use super::publish::{validate_publish, validate_unpublish, Publish};
+use super::query::Query;
+use super::readiness::ControllerReadiness;
+use super::request::{parse_known, RequestError};
 use super::resolver::InitiatorResolver;
-use super::snapshot::validate_create_snapshot;
-use super::{ControllerError, Core, Settings};
-use crate::domain::volume_id::VolumeId;
+use super::restore::{Restore, RestoreReport};
+use super::snapshot::{validate_create_snapshot, Snapshots};
+use super::volumes::Volumes;
+use super::{ControllerError, Settings};
 
 /// The capabilities advertised: no modification (VolumeAttributesClass) yet.
 pub const CAPABILITIES: [rpc::Type; 14] = [
@@ -47,8 +55,22 @@ pub const CAPABILITIES: [rpc::Type; 14] = [
 /// The Controller service.
 #[derive(Clone)]
 pub struct ControllerService {
-    /// Shared with the restore task and the readiness check.
-    pub(super) core: Arc<Core>,
+    /// Our LVs.
+    pub(super) volumes: Arc<Volumes>,
+    /// Their exports.
+    pub(super) exports: Arc<Exports>,
+    /// One operation per volume (or CSI name) at a time.
+    pub(super) locks: VolumeLocks,
+    /// Node id -> initiator IQN.
+    pub(super) resolver: Arc<dyn InitiatorResolver>,
+    /// Copies thick volumes' data (restore from snapshot, clone).
+    pub(super) copier: Arc<dyn BlockCopier>,
+    /// The volume gauges.
+    pub(super) gauges: Gauges,
+    /// VG used when a StorageClass names none.
+    pub(super) default_vg: Option<String>,
+    /// Size of a volume requested without capacity, in bytes.
+    pub(super) default_size: u64,
 }
 
 impl ControllerService {
@@ -71,18 +93,101 @@ impl ControllerService {
         settings: Settings,
         copier: Arc<dyn BlockCopier>,
     ) -> Self {
+        let volumes = Arc::new(Volumes::new(lvm, settings.thin_overprovision_ratio));
+        let exports = Arc::new(Exports::new(
+            target,
+            settings.iqn_prefix,
+            settings.portals,
+            settings.chap_key,
+        ));
         ControllerService {
-            core: Arc::new(Core {
-                lvm,
-                target,
-                resolver,
-                settings,
-                locks: VolumeLocks::new(),
-                restored: AtomicBool::new(false),
-                gauges_scheduled: AtomicBool::new(false),
-                copier,
-                tags: Default::default(),
-            }),
+            gauges: Gauges::new(Arc::clone(&volumes)),
+            volumes,
+            exports,
+            locks: VolumeLocks::new(),
+            resolver,
+            copier,
+            default_vg: settings.default_volume_group,
+            default_size: settings.default_volume_size,
+        }
+    }
+
+    /// Probe's view of this controller.
+    pub fn readiness(&self) -> ControllerReadiness {
+        ControllerReadiness::new(
+            Arc::clone(&self.volumes),
+            Arc::clone(&self.exports),
+            self.default_vg.clone(),
+        )
+    }
+
+    /// Runs one restore pass and opens the target RPCs (tests and [`Self::restore_until_done`]).
+    pub async fn restore(&self) -> Result<RestoreReport, ControllerError> {
+        self.restorer().first_pass().await
+    }
+
+    /// Restores in the background: the first pass is retried until it can list LVs and
+    /// targets (then the gauges are read); then volumes that failed are retried with backoff
+    /// until they succeed.
+    pub async fn restore_until_done(self) {
+        let gauges = self.gauges.clone();
+        self.restorer()
+            .until_done(async move { gauges.refresh(crate::metrics::global()).await })
+            .await
+    }
+
+    fn restorer(&self) -> Restore {
+        Restore {
+            volumes: Arc::clone(&self.volumes),
+            exports: Arc::clone(&self.exports),
+            locks: self.locks.clone(),
+        }
+    }
+
+    /// Takes the guard of `key`, or fails with ABORTED.
+    pub(super) fn lock(&self, key: &str) -> Result<VolumeGuard, ControllerError> {
+        self.locks
+            .try_lock(key)
+            .ok_or_else(|| ControllerError::Busy(key.to_string()))
+    }
+
+    /// CreateVolume's work, with or without a content source.
+    pub(super) async fn create(
+        volumes: &Volumes,
+        copier: &dyn BlockCopier,
+        default_size: u64,
+        plan: &CreatePlan,
+    ) -> Result<Volume, ControllerError> {
+        match &plan.source {
+            None => {
+                Create {
+                    volumes,
+                    default_size,
+                }
+                .run(plan)
+                .await
+            }
+            Some(source) => FromSource { volumes, copier }.run(plan, source).await,
+        }
+    }
+
+    fn query(&self) -> Query<'_> {
+        Query {
+            volumes: &self.volumes,
+            default_vg: self.default_vg.as_deref(),
+        }
+    }
+
+    fn publisher(&self) -> Publish<'_> {
+        Publish {
+            volumes: &self.volumes,
+            exports: &self.exports,
+        }
+    }
+
+    fn snapshots(&self) -> Snapshots<'_> {
+        Snapshots {
+            volumes: &self.volumes,
         }
     }
 }
@@ -111,24 +216,24 @@ impl Controller for ControllerService {
         request: Request<CreateVolumeRequest>,
     ) -> Result<Response<CreateVolumeResponse>, Status> {
         let req = request.into_inner();
-        let core = &self.core;
         reply("CreateVolume", async {
-            let plan = validate_create(&req, core.settings.default_volume_group.as_deref())?;
-            let guard = core.lock(&format!("name:{}", plan.name))?;
+            let plan = validate_create(&req, self.default_vg.as_deref())?;
+            let guard = self.lock(&format!("name:{}", plan.name))?;
             // A task of its own, holding the guard: a caller that gives up (a copy of a big
             // volume outlasts the provisioner's timeout) does not stop the work half-way, and
             // its retries get ABORTED until the work is done.
-            let worker = Arc::clone(core);
+            let (volumes, copier) = (Arc::clone(&self.volumes), Arc::clone(&self.copier));
+            let default_size = self.default_size;
             let volume = tokio::spawn(
                 async move {
                     let _guard = guard;
-                    worker.create_volume(&plan).await
+                    Self::create(&volumes, copier.as_ref(), default_size, &plan).await
                 }
                 .in_current_span(),
             )
             .await
             .map_err(|e| ControllerError::TaskFailed(e.to_string()))??;
-            core.refresh_gauges_later();
+            self.gauges.refresh_later();
             tracing::info!(volume_id = %volume.volume_id, capacity = volume.capacity_bytes, "volume ready");
             Ok(CreateVolumeResponse {
                 volume: Some(volume),
@@ -143,15 +248,19 @@ impl Controller for ControllerService {
         request: Request<DeleteVolumeRequest>,
     ) -> Result<Response<DeleteVolumeResponse>, Status> {
         let req = request.into_inner();
-        let core = &self.core;
         reply(
             "DeleteVolume",
             async {
                 if let Some(id) = validate_delete(&req)? {
-                    let _guard = core.lock(&id.to_string())?;
-                    core.delete_volume(&id).await?;
+                    let _guard = self.lock(&id.to_string())?;
+                    Delete {
+                        volumes: &self.volumes,
+                        exports: &self.exports,
+                    }
+                    .run(&id)
+                    .await?;
                 }
-                core.refresh_gauges_later();
+                self.gauges.refresh_later();
                 Ok(DeleteVolumeResponse {})
             }
             .await,
@@ -167,12 +276,11 @@ impl Controller for ControllerService {
         request: Request<ControllerPublishVolumeRequest>,
     ) -> Result<Response<ControllerPublishVolumeResponse>, Status> {
         let req = request.into_inner();
-        let core = &self.core;
         reply(
             "ControllerPublishVolume",
             async {
                 let plan = validate_publish(&req)?;
-                let initiator = core
+                let initiator = self
                     .resolver
                     .initiator(&plan.node_id)
                     .await
@@ -180,10 +288,10 @@ impl Controller for ControllerService {
                         node_id: plan.node_id.clone(),
                         source: Box::new(source),
                     })?;
-                let _guard = core.lock(&plan.id.to_string())?;
-                core.check_restored()?;
-                let publish_context = core.publish(&plan, &initiator).await?;
-                core.refresh_gauges_later();
+                let _guard = self.lock(&plan.id.to_string())?;
+                self.exports.check_restored()?;
+                let publish_context = self.publisher().publish(&plan, &initiator).await?;
+                self.gauges.refresh_later();
                 Ok(ControllerPublishVolumeResponse { publish_context })
             }
             .await,
@@ -199,15 +307,14 @@ impl Controller for ControllerService {
         request: Request<ControllerUnpublishVolumeRequest>,
     ) -> Result<Response<ControllerUnpublishVolumeResponse>, Status> {
         let req = request.into_inner();
-        let core = &self.core;
         reply(
             "ControllerUnpublishVolume",
             async {
                 if let Some(id) = validate_unpublish(&req)? {
-                    let _guard = core.lock(&id.to_string())?;
-                    core.unpublish(&id, &req.node_id).await?;
+                    let _guard = self.lock(&id.to_string())?;
+                    self.publisher().unpublish(&id, &req.node_id).await?;
                 }
-                core.refresh_gauges_later();
+                self.gauges.refresh_later();
                 Ok(ControllerUnpublishVolumeResponse {})
             }
             .await,
@@ -222,7 +329,7 @@ impl Controller for ControllerService {
         let req = request.into_inner();
         reply(
             "ValidateVolumeCapabilities",
-            self.core.validate_capabilities(&req).await,
+            self.query().validate_capabilities(&req).await,
         )
     }
 
@@ -233,7 +340,7 @@ impl Controller for ControllerService {
     ) -> Result<Response<ListVolumesResponse>, Status> {
         reply(
             "ListVolumes",
-            self.core.list_volumes(request.get_ref()).await,
+            self.query().list_volumes(request.get_ref()).await,
         )
     }
 
@@ -242,7 +349,10 @@ impl Controller for ControllerService {
         &self,
         request: Request<GetCapacityRequest>,
     ) -> Result<Response<GetCapacityResponse>, Status> {
-        reply("GetCapacity", self.core.capacity(request.get_ref()).await)
+        reply(
+            "GetCapacity",
+            self.query().capacity(request.get_ref()).await,
+        )
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -266,12 +376,11 @@ impl Controller for ControllerService {
         &self,
         request: Request<ControllerGetVolumeRequest>,
     ) -> Result<Response<ControllerGetVolumeResponse>, Status> {
-        let core = &self.core;
         reply(
             "ControllerGetVolume",
             async {
                 let id: VolumeId = request.get_ref().volume_id.parse()?;
-                core.get_volume(&id).await
+                self.query().get_volume(&id).await
             }
             .await,
         )
@@ -286,15 +395,14 @@ impl Controller for ControllerService {
         request: Request<CreateSnapshotRequest>,
     ) -> Result<Response<CreateSnapshotResponse>, Status> {
         let req = request.into_inner();
-        let core = &self.core;
         reply(
             "CreateSnapshot",
             async {
                 let plan = validate_create_snapshot(&req)?;
-                let _name = core.lock(&format!("snapshot:{}", plan.name))?;
-                let _source = core.lock(&plan.source.to_string())?;
-                let snapshot = core.create_snapshot(&plan).await?;
-                core.refresh_gauges_later();
+                let _name = self.lock(&format!("snapshot:{}", plan.name))?;
+                let _source = self.lock(&plan.source.to_string())?;
+                let snapshot = self.snapshots().create(&plan).await?;
+                self.gauges.refresh_later();
                 Ok(CreateSnapshotResponse {
                     snapshot: Some(snapshot),
                 })
@@ -309,18 +417,17 @@ impl Controller for ControllerService {
         request: Request<DeleteSnapshotRequest>,
     ) -> Result<Response<DeleteSnapshotResponse>, Status> {
         let req = request.into_inner();
-        let core = &self.core;
         reply(
             "DeleteSnapshot",
             async {
                 if req.snapshot_id.is_empty() {
-                    return Err(ControllerError::Missing("snapshot_id"));
+                    return Err(RequestError::Missing("snapshot_id").into());
                 }
                 if let Some(id) = parse_known(&req.snapshot_id)? {
-                    let _guard = core.lock(&id.to_string())?;
-                    core.delete_snapshot(&id).await?;
+                    let _guard = self.lock(&id.to_string())?;
+                    self.snapshots().delete(&id).await?;
                 }
-                core.refresh_gauges_later();
+                self.gauges.refresh_later();
                 Ok(DeleteSnapshotResponse {})
             }
             .await,
@@ -334,7 +441,7 @@ impl Controller for ControllerService {
     ) -> Result<Response<ListSnapshotsResponse>, Status> {
         reply(
             "ListSnapshots",
-            self.core.list_snapshots(request.get_ref()).await,
+            self.snapshots().list(request.get_ref()).await,
         )
     }
 
@@ -343,18 +450,17 @@ impl Controller for ControllerService {
         &self,
         request: Request<GetSnapshotRequest>,
     ) -> Result<Response<GetSnapshotResponse>, Status> {
-        let core = &self.core;
         reply(
             "GetSnapshot",
             async {
                 let raw = &request.get_ref().snapshot_id;
                 if raw.is_empty() {
-                    return Err(ControllerError::Missing("snapshot_id"));
+                    return Err(RequestError::Missing("snapshot_id").into());
                 }
                 let id = parse_known(raw)?
                     .ok_or_else(|| ControllerError::SnapshotNotFound { id: raw.clone() })?;
                 Ok(GetSnapshotResponse {
-                    snapshot: Some(core.get_snapshot(&id).await?),
+                    snapshot: Some(self.snapshots().get(&id).await?),
                 })
             }
             .await,
@@ -367,14 +473,18 @@ impl Controller for ControllerService {
         request: Request<ControllerExpandVolumeRequest>,
     ) -> Result<Response<ControllerExpandVolumeResponse>, Status> {
         let req = request.into_inner();
-        let core = &self.core;
         reply(
             "ControllerExpandVolume",
             async {
                 let plan = validate_expand(&req)?;
-                let _guard = core.lock(&plan.id.to_string())?;
-                let answer = core.expand_volume(&plan).await?;
-                core.refresh_gauges_later();
+                let _guard = self.lock(&plan.id.to_string())?;
+                let answer = Expand {
+                    volumes: &self.volumes,
+                    exports: &self.exports,
+                }
+                .run(&plan)
+                .await?;
+                self.gauges.refresh_later();
                 tracing::info!(capacity = answer.capacity_bytes, "volume expanded");
                 Ok(answer)
             }

@@ -18,15 +18,15 @@
 use std::collections::HashMap;
 
 use crate::csi::{self, CreateSnapshotRequest, ListSnapshotsRequest, ListSnapshotsResponse};
-use crate::lvm::tags::{snapshot_tag, source_volume_tag, VolumeTags};
-use crate::lvm::{Lv, LvKind, LvmError, NewSnapshot};
+use crate::domain::volume_id::{lv_name_for, VolumeId};
+use crate::lvm::tags::{snapshot_tag, source_volume_tag};
+use crate::lvm::{LvKind, LvmError, NewSnapshot};
 
-use super::create::parse_known;
-use super::error::Context;
 use super::page::page;
 use super::params::PROVISIONER_PREFIX;
-use super::{ControllerError, Core, Volume};
-use crate::domain::volume_id::{lv_name_for, VolumeId};
+use super::request::{check_name, parse_known, RequestError};
+use super::volumes::{Volumes, VolumesError};
+use super::ControllerError;
 
 /// The VolumeSnapshotClass parameter: the COW size of a thick volume's snapshot, in percent
 /// of the volume's size.
@@ -46,7 +46,7 @@ pub struct SnapshotParams {
 impl SnapshotParams {
     /// Parses `params`: unknown keys are INVALID_ARGUMENT naming them (external-snapshotter's
     /// `csi.storage.k8s.io/*` keys are accepted and ignored).
-    pub fn parse(params: &HashMap<String, String>) -> Result<SnapshotParams, ControllerError> {
+    pub fn parse(params: &HashMap<String, String>) -> Result<SnapshotParams, RequestError> {
         let mut keys: Vec<&String> = params.keys().collect();
         keys.sort();
         let mut out = SnapshotParams::default();
@@ -57,7 +57,7 @@ impl SnapshotParams {
                     Ok(p @ 1..=99) => out.cow_percent = Some(p),
                     Ok(100) => {}
                     _ => {
-                        return Err(ControllerError::Invalid {
+                        return Err(RequestError::Invalid {
                             field: "parameters",
                             reason: format!(
                                 "VolumeSnapshotClass parameter `{COW_SIZE_PERCENT}` = {value:?} \
@@ -67,7 +67,7 @@ impl SnapshotParams {
                     }
                 }
             } else if !key.starts_with(PROVISIONER_PREFIX) {
-                return Err(ControllerError::Invalid {
+                return Err(RequestError::Invalid {
                     field: "parameters",
                     reason: format!(
                         "unknown VolumeSnapshotClass parameter `{key}` (supported: \
@@ -115,11 +115,11 @@ pub fn validate_create_snapshot(
     req: &CreateSnapshotRequest,
 ) -> Result<SnapshotPlan, ControllerError> {
     if req.name.is_empty() {
-        return Err(ControllerError::Missing("name"));
+        return Err(RequestError::Missing("name").into());
     }
-    super::create::check_name(&req.name)?;
+    check_name(&req.name)?;
     if req.source_volume_id.is_empty() {
-        return Err(ControllerError::Missing("source_volume_id"));
+        return Err(RequestError::Missing("source_volume_id").into());
     }
     let source =
         parse_known(&req.source_volume_id)?.ok_or_else(|| ControllerError::VolumeNotFound {
@@ -134,106 +134,21 @@ pub fn validate_create_snapshot(
     })
 }
 
-/// One of our snapshots: an LV with our snapshot-name tag.
-#[derive(Debug, Clone)]
-pub(crate) struct Snapshot {
-    /// Its id.
-    pub(crate) id: VolumeId,
-    /// The LV.
-    pub(crate) lv: Lv,
-    /// Our tags on it.
-    pub(crate) tags: VolumeTags,
+/// The snapshot RPCs, over LVM alone.
+pub(crate) struct Snapshots<'a> {
+    /// Our LVs.
+    pub(crate) volumes: &'a Volumes,
 }
 
-impl Snapshot {
-    /// `lv` as a snapshot, if it is a thin or classic snapshot LV with our snapshot tag.
-    pub(crate) fn from_lv(lv: Lv) -> Option<Snapshot> {
-        if !matches!(lv.kind(), LvKind::Thin | LvKind::Snapshot) {
-            return None;
-        }
-        let tags = VolumeTags::parse(&lv.tags);
-        tags.snapshot.as_ref()?;
-        let id = VolumeId::new(&lv.vg, &lv.name).ok()?;
-        Some(Snapshot { id, lv, tags })
-    }
-
-    /// The CSI snapshot name.
-    pub(crate) fn name(&self) -> &str {
-        self.tags.snapshot.as_deref().unwrap_or_default()
-    }
-
-    /// The id of the volume it was taken of.
-    pub(crate) fn source_volume(&self) -> &str {
-        self.tags.source_volume.as_deref().unwrap_or_default()
-    }
-
-    /// Whether it is a thin snapshot.
-    pub(crate) fn is_thin(&self) -> bool {
-        self.lv.kind() == LvKind::Thin
-    }
-
-    /// The size of the data it holds: the source volume's size when it was taken (a classic
-    /// snapshot's own LV size is its COW area).
-    pub(crate) fn size(&self) -> u64 {
-        if self.is_thin() {
-            self.lv.size
-        } else {
-            self.lv.origin_size.unwrap_or(self.lv.size)
-        }
-    }
-
-    /// Whether it can be used: false once LVM has invalidated a classic snapshot.
-    pub(crate) fn is_valid(&self) -> bool {
-        !self.lv.is_invalid_snapshot()
-    }
-
-    /// The CSI view of the snapshot.
-    pub(crate) fn to_csi(&self) -> csi::Snapshot {
-        csi::Snapshot {
-            size_bytes: i64::try_from(self.size()).unwrap_or(i64::MAX),
-            snapshot_id: self.id.to_string(),
-            source_volume_id: self.source_volume().to_string(),
-            creation_time: self
-                .lv
-                .created
-                .map(|seconds| prost_types::Timestamp { seconds, nanos: 0 }),
-            ready_to_use: self.is_valid(),
-            group_snapshot_id: String::new(),
-        }
-    }
-}
-
-impl Core {
-    /// Every snapshot of ours, in one `lvs` call.
-    pub(crate) async fn snapshots(&self) -> Result<Vec<Snapshot>, ControllerError> {
-        let lvs = self
-            .lvm
-            .list()
-            .await
-            .context(|| "listing logical volumes".to_string())?;
-        Ok(lvs.into_iter().filter_map(Snapshot::from_lv).collect())
-    }
-
-    /// Our snapshot with id `id`, or `None`.
-    pub(crate) async fn snapshot(
-        &self,
-        id: &VolumeId,
-    ) -> Result<Option<Snapshot>, ControllerError> {
-        let lv = self
-            .lvm
-            .get(id.vg(), id.lv())
-            .await
-            .context(|| format!("reading snapshot {id}"))?;
-        Ok(lv.and_then(Snapshot::from_lv))
-    }
-
+impl Snapshots<'_> {
     /// CreateSnapshot: the snapshot named `plan.name`, made now or found again. The same name
     /// for another source volume is ALREADY_EXISTS.
-    pub(crate) async fn create_snapshot(
+    pub(crate) async fn create(
         &self,
         plan: &SnapshotPlan,
     ) -> Result<csi::Snapshot, ControllerError> {
         if let Some(s) = self
+            .volumes
             .snapshots()
             .await?
             .into_iter()
@@ -250,12 +165,13 @@ impl Core {
             };
         }
         let source = &plan.source;
-        let v = self
-            .volume(source)
-            .await?
-            .ok_or_else(|| ControllerError::VolumeNotFound {
-                id: source.to_string(),
-            })?;
+        let v =
+            self.volumes
+                .volume(source)
+                .await?
+                .ok_or_else(|| ControllerError::VolumeNotFound {
+                    id: source.to_string(),
+                })?;
         if let Some(from) = &v.tags.copying {
             return Err(ControllerError::NotReady {
                 id: source.to_string(),
@@ -266,7 +182,7 @@ impl Core {
         let cow_size = match v.lv.kind() {
             LvKind::Thin => None,
             _ => {
-                let vg = self.volume_group(source.vg()).await?;
+                let vg = self.volumes.volume_group(source.vg()).await?;
                 Some(plan.params.cow_size(v.lv.size, vg.extent_size))
             }
         };
@@ -282,17 +198,21 @@ impl Core {
             ],
         };
         tracing::info!(snapshot_id = %id, source = %source, ?cow_size, "creating snapshot");
-        match self.lvm.snapshot(&snap).await {
+        match self.volumes.create_snapshot(&id, source, &snap).await {
             Ok(()) => {}
-            Err(LvmError::AlreadyExists { .. }) => {
+            Err(VolumesError::Lvm {
+                source: LvmError::AlreadyExists { .. },
+                ..
+            }) => {
                 return Err(ControllerError::LvNameTaken {
                     id: id.to_string(),
                     name: plan.name.clone(),
                 })
             }
-            Err(e) => return Err(e).context(|| format!("creating snapshot {id} of {source}")),
+            Err(e) => return Err(e.into()),
         }
         let s = self
+            .volumes
             .snapshot(&id)
             .await?
             .ok_or_else(|| ControllerError::SnapshotNotFound { id: id.to_string() })?;
@@ -303,26 +223,20 @@ impl Core {
     /// DeleteSnapshot: an unknown snapshot is success; an LV that is not one of our
     /// snapshots is never touched. A snapshot being read by a copy is "in use"
     /// (FAILED_PRECONDITION).
-    pub(crate) async fn delete_snapshot(&self, id: &VolumeId) -> Result<(), ControllerError> {
-        if self.snapshot(id).await?.is_none() {
+    pub(crate) async fn delete(&self, id: &VolumeId) -> Result<(), ControllerError> {
+        if self.volumes.snapshot(id).await?.is_none() {
             tracing::info!(snapshot_id = %id, "snapshot does not exist: nothing to delete");
             return Ok(());
         }
-        match self.lvm.remove(id.vg(), id.lv()).await {
-            Ok(()) | Err(LvmError::NotFound { .. }) => {
-                tracing::info!(snapshot_id = %id, "snapshot deleted");
-                Ok(())
-            }
-            Err(e) => Err(e).context(|| format!("removing snapshot {id}")),
-        }
+        self.volumes.remove(id).await?;
+        tracing::info!(snapshot_id = %id, "snapshot deleted");
+        Ok(())
     }
 
     /// GetSnapshot.
-    pub(crate) async fn get_snapshot(
-        &self,
-        id: &VolumeId,
-    ) -> Result<csi::Snapshot, ControllerError> {
-        self.snapshot(id)
+    pub(crate) async fn get(&self, id: &VolumeId) -> Result<csi::Snapshot, ControllerError> {
+        self.volumes
+            .snapshot(id)
             .await?
             .map(|s| s.to_csi())
             .ok_or_else(|| ControllerError::SnapshotNotFound { id: id.to_string() })
@@ -330,15 +244,15 @@ impl Core {
 
     /// ListSnapshots: filtered by snapshot id and source volume id, sorted by id and paged by
     /// [`page`]. An unknown or malformed snapshot id filter gives an empty list.
-    pub(crate) async fn list_snapshots(
+    pub(crate) async fn list(
         &self,
         req: &ListSnapshotsRequest,
     ) -> Result<ListSnapshotsResponse, ControllerError> {
         let mut snapshots = if req.snapshot_id.is_empty() {
-            self.snapshots().await?
+            self.volumes.snapshots().await?
         } else {
             match req.snapshot_id.parse::<VolumeId>() {
-                Ok(id) => self.snapshot(&id).await?.into_iter().collect(),
+                Ok(id) => self.volumes.snapshot(&id).await?.into_iter().collect(),
                 Err(_) => Vec::new(),
             }
         };
@@ -357,48 +271,12 @@ impl Core {
             next_token,
         })
     }
-
-    /// Before DeleteVolume: a thick volume with classic snapshots cannot be removed without
-    /// removing them (LVM takes them along), so it is refused, naming them; thin snapshots are
-    /// independent of their origin. A volume whose copy was interrupted loses the temporary
-    /// snapshot of its clone source as well.
-    pub(crate) async fn before_delete_volume(&self, v: &Volume) -> Result<(), ControllerError> {
-        if v.lv.attr.starts_with(['o', 'O']) {
-            let lvs = self
-                .lvm
-                .list_vg(v.id.vg())
-                .await
-                .context(|| format!("listing volume group {}", v.id.vg()))?;
-            let dependents: Vec<String> = lvs
-                .iter()
-                .filter(|lv| {
-                    lv.kind() == LvKind::Snapshot && lv.origin.as_deref() == Some(v.id.lv())
-                })
-                .map(|lv| format!("{}/{}", lv.vg, lv.name))
-                .collect();
-            if !dependents.is_empty() {
-                return Err(ControllerError::HasSnapshots {
-                    id: v.id.to_string(),
-                    snapshots: dependents,
-                });
-            }
-        }
-        if v.tags.copying.is_some() {
-            self.remove_clone_snapshot(&v.id).await?;
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn map(kv: &[(&str, &str)]) -> HashMap<String, String> {
-        kv.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::controller::params::tests::map;
 
     #[test]
     fn parameters() {

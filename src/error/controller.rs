@@ -9,7 +9,10 @@ use tonic::{Code, Status};
 
 use super::full_message;
 use crate::controller::capacity::CapacityError;
+use crate::controller::exports::ExportsError;
+use crate::controller::request::RequestError;
 use crate::controller::resolver::ResolveError;
+use crate::controller::volumes::VolumesError;
 use crate::controller::ControllerError;
 use crate::domain::volume_id::IdError;
 use crate::export::TargetError;
@@ -26,27 +29,10 @@ impl From<ControllerError> for Status {
 pub fn code(err: &ControllerError) -> Code {
     use ControllerError as E;
     match err {
-        E::Missing(_)
-        | E::Invalid { .. }
-        | E::Param(_)
-        | E::Capability(_)
-        | E::NoVolumeGroup { .. }
-        | E::NoThinPool { .. }
-        | E::Chap(_)
-        | E::Tag(_) => Code::InvalidArgument,
-        E::VolumeId(e) => match e {
-            IdError::Empty | IdError::Invalid { .. } => Code::InvalidArgument,
-            IdError::Unknown { .. } => Code::NotFound,
-        },
-        E::Capacity(e) => match e {
-            CapacityError::Negative { .. } | CapacityError::LimitBelowRequired { .. } => {
-                Code::InvalidArgument
-            }
-            CapacityError::TooLarge(_) | CapacityError::NoFit { .. } => Code::OutOfRange,
-        },
-        E::VolumeNotFound { .. } | E::SourceNotFound { .. } | E::SnapshotNotFound { .. } => {
-            Code::NotFound
-        }
+        E::Request(e) => request_code(e),
+        E::Volumes(e) => volumes_code(e),
+        E::Exports(e) => exports_code(e),
+        E::VolumeNotFound { .. } | E::SnapshotNotFound { .. } => Code::NotFound,
         E::SourceIncompatible { .. } => Code::InvalidArgument,
         E::SourceTooLarge { .. } => Code::OutOfRange,
         E::SnapshotConflict { .. } => Code::AlreadyExists,
@@ -69,17 +55,57 @@ pub fn code(err: &ControllerError) -> Code {
         }
         E::PublishedElsewhere { .. } | E::StillPublished { .. } => Code::FailedPrecondition,
         E::NoSpace(_) => Code::ResourceExhausted,
-        E::Busy(_) | E::BadToken(_) => Code::Aborted,
-        E::Restoring => Code::Unavailable,
+        E::Busy(_) => Code::Aborted,
         E::Unimplemented(_) => Code::Unimplemented,
-        E::Lvm { source, .. } => match source {
+    }
+}
+
+/// The code of a request refused before LVM or the target is asked.
+fn request_code(err: &RequestError) -> Code {
+    use RequestError as R;
+    match err {
+        R::Missing(_)
+        | R::Invalid { .. }
+        | R::Param(_)
+        | R::Capability(_)
+        | R::Chap(_)
+        | R::Tag(_) => Code::InvalidArgument,
+        R::VolumeId(e) => match e {
+            IdError::Empty | IdError::Invalid { .. } => Code::InvalidArgument,
+            IdError::Unknown { .. } => Code::NotFound,
+        },
+        R::Capacity(e) => match e {
+            CapacityError::Negative { .. } | CapacityError::LimitBelowRequired { .. } => {
+                Code::InvalidArgument
+            }
+            CapacityError::TooLarge(_) | CapacityError::NoFit { .. } => Code::OutOfRange,
+        },
+        R::SourceNotFound { .. } => Code::NotFound,
+        R::BadToken(_) => Code::Aborted,
+    }
+}
+
+/// The code of an LVM failure: classified by LVM's own answer.
+fn volumes_code(err: &VolumesError) -> Code {
+    match err {
+        VolumesError::NoVolumeGroup { .. } | VolumesError::NoThinPool { .. } => {
+            Code::InvalidArgument
+        }
+        VolumesError::Lvm { source, .. } => match source {
             LvmError::NotFound { .. } => Code::NotFound,
             LvmError::AlreadyExists { .. } => Code::AlreadyExists,
             LvmError::InsufficientSpace { .. } => Code::ResourceExhausted,
             LvmError::InUse { .. } | LvmError::SnapshotOrigin { .. } => Code::FailedPrecondition,
             LvmError::Command(_) | LvmError::Parse { .. } => Code::Internal,
         },
-        E::Target { source, .. } => match source {
+    }
+}
+
+/// The code of a target failure: UNAVAILABLE only for what passes by itself.
+fn exports_code(err: &ExportsError) -> Code {
+    match err {
+        ExportsError::Restoring => Code::Unavailable,
+        ExportsError::Target { source, .. } => match source {
             TargetError::Unavailable { .. } => Code::Unavailable,
             TargetError::Unsupported { .. } => Code::FailedPrecondition,
             TargetError::Configfs { .. }
@@ -96,14 +122,22 @@ pub fn code(err: &ControllerError) -> Code {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::exports::ExportStep;
     use crate::controller::params::ParamError;
+    use crate::controller::volumes::Step;
+    use crate::domain::VolumeId;
     use crate::exec::ExecError;
 
     fn lvm(source: LvmError) -> ControllerError {
-        ControllerError::Lvm {
-            context: "creating vg/x".into(),
+        VolumesError::Lvm {
+            step: Box::new(Step::Create(VolumeId::new("vg", "x").unwrap())),
             source,
         }
+        .into()
+    }
+
+    fn request(e: RequestError) -> ControllerError {
+        e.into()
     }
 
     fn cmd_failed() -> ExecError {
@@ -120,16 +154,17 @@ mod tests {
     fn retry_codes_are_reserved() {
         let retrying = [
             (ControllerError::Busy("vg/x".into()), Code::Aborted),
-            (ControllerError::BadToken("t".into()), Code::Aborted),
-            (ControllerError::Restoring, Code::Unavailable),
+            (request(RequestError::BadToken("t".into())), Code::Aborted),
+            (ExportsError::Restoring.into(), Code::Unavailable),
             (
-                ControllerError::Target {
-                    context: "exporting".into(),
+                ExportsError::Target {
+                    step: Box::new(ExportStep::List),
                     source: TargetError::Unavailable {
                         backend: "lio",
                         reason: "no configfs".into(),
                     },
-                },
+                }
+                .into(),
                 Code::Unavailable,
             ),
         ];
@@ -143,19 +178,21 @@ mod tests {
     #[test]
     fn create_volume_failures_are_final() {
         let create_failures = [
-            ControllerError::Missing("name"),
-            ControllerError::Param(ParamError::Unknown { key: "x".into() }),
-            ControllerError::Capacity(CapacityError::Negative {
+            request(RequestError::Missing("name")),
+            ParamError::Unknown { key: "x".into() }.into(),
+            CapacityError::Negative {
                 field: "required_bytes",
                 value: -1,
-            }),
-            ControllerError::Capacity(CapacityError::TooLarge(1 << 63)),
-            ControllerError::Capability("MULTI_NODE_MULTI_WRITER".into()),
-            ControllerError::NoVolumeGroup { vg: "x".into() },
-            ControllerError::NoThinPool {
+            }
+            .into(),
+            CapacityError::TooLarge(1 << 63).into(),
+            request(RequestError::Capability("MULTI_NODE_MULTI_WRITER".into())),
+            VolumesError::NoVolumeGroup { vg: "x".into() }.into(),
+            VolumesError::NoThinPool {
                 vg: "x".into(),
                 pool: "p".into(),
-            },
+            }
+            .into(),
             ControllerError::NameConflict {
                 name: "n".into(),
                 id: "vg/n".into(),
@@ -209,10 +246,10 @@ mod tests {
             Code::NotFound
         );
         assert_eq!(
-            code(&E::VolumeId(IdError::Unknown { id: "x".into() })),
+            code(&IdError::Unknown { id: "x".into() }.into()),
             Code::NotFound
         );
-        assert_eq!(code(&E::VolumeId(IdError::Empty)), Code::InvalidArgument);
+        assert_eq!(code(&IdError::Empty.into()), Code::InvalidArgument);
         let node = |source| E::Resolve {
             node_id: "n".into(),
             source: Box::new(source),
@@ -271,10 +308,10 @@ mod tests {
         use ControllerError as E;
         let cases = [
             (
-                E::SourceNotFound {
+                request(RequestError::SourceNotFound {
                     kind: "snapshot",
                     id: "vg/snap.s".into(),
-                },
+                }),
                 Code::NotFound,
             ),
             (
@@ -338,7 +375,9 @@ mod tests {
         let status = Status::from(lvm(LvmError::Command(cmd_failed())));
         assert_eq!(status.code(), Code::Internal);
         assert!(
-            status.message().starts_with("creating vg/x: "),
+            status
+                .message()
+                .starts_with("creating logical volume vg/x: "),
             "{}",
             status.message()
         );

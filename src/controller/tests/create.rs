@@ -316,7 +316,13 @@ async fn create_commands(
 ) -> (Result<Volume, ControllerError>, Vec<String>) {
     let plan = validate_create(&req, Some("csivg")).expect("a valid request");
     h.runner.clear();
-    let result = h.svc.core.create_volume(&plan).await;
+    let result = ControllerService::create(
+        &h.svc.volumes,
+        h.svc.copier.as_ref(),
+        h.svc.default_size,
+        &plan,
+    )
+    .await;
     let calls = h
         .runner
         .calls()
@@ -441,7 +447,7 @@ async fn an_lv_gone_between_lvcreate_and_the_read_is_aborted() {
 #[tokio::test]
 async fn a_concurrent_create_of_the_same_name_is_aborted() {
     let h = Harness::new().await;
-    let _busy = h.svc.core.locks.try_lock("name:pvc-1").unwrap();
+    let _busy = h.svc.locks.try_lock("name:pvc-1").unwrap();
     let (c, _) = create_code(&h, create_req("pvc-1", 0)).await;
     assert_eq!(c, Code::Aborted);
     // Another name proceeds.

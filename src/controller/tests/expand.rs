@@ -248,7 +248,7 @@ async fn a_classic_snapshot_origin_is_a_clear_failed_precondition() {
 async fn a_volume_busy_with_another_call_is_aborted() {
     let h = Harness::new().await;
     let id = h.create(create_req("pvc-1", 64 * MIB)).await.volume_id;
-    let _held = h.svc.core.lock(&id).unwrap();
+    let _held = h.svc.lock(&id).unwrap();
     let err = expand(&h, expand_req(&id, 128 * MIB, 0)).await.unwrap_err();
     assert_eq!(err.code(), Code::Aborted);
 }

@@ -13,7 +13,7 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 /// Refreshes into a fresh registry and renders it.
 async fn gauges(h: &Harness) -> String {
     let metrics = Metrics::new();
-    h.svc.core.refresh_gauges(&metrics).await;
+    h.svc.gauges.refresh(&metrics).await;
     metrics.render()
 }
 
@@ -96,13 +96,13 @@ async fn gauges_follow_the_volumes() {
 async fn a_failed_listing_keeps_the_old_values() {
     let h = Harness::new().await;
     let metrics = Metrics::new();
-    h.svc.core.refresh_gauges(&metrics).await;
+    h.svc.gauges.refresh(&metrics).await;
     h.create(create_req("pvc-1", 64 * MIB)).await;
     h.lvm.fail(
         "lvs --reportformat json",
         Output::failed(5, "  Volume group \"csivg\" not found\n"),
     );
-    h.svc.core.refresh_gauges(&metrics).await;
+    h.svc.gauges.refresh(&metrics).await;
     let text = metrics.render();
     assert_eq!(
         sample(&text, r#"lvm_iscsi_csi_volumes{vg="csivg"}"#),

@@ -285,7 +285,7 @@ async fn publish_waits_for_restore_and_for_other_operations() {
         Err(Code::Unavailable)
     );
     h.svc.restore().await.unwrap();
-    let _busy = h.svc.core.locks.try_lock("csivg/pvc-1").unwrap();
+    let _busy = h.svc.locks.try_lock("csivg/pvc-1").unwrap();
     assert_eq!(
         code(h.publish(publish_req("csivg/pvc-1", "node-1")).await),
         Code::Aborted
