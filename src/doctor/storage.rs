@@ -3,19 +3,14 @@
 //! mounted, target_core_mod and iscsi_target_mod loaded; tgt: tgtd answers), and the portal
 //! port is free or held by that target.
 
-use std::collections::HashMap;
 use std::path::Path;
-
-use serde::Deserialize;
 
 use super::{distro, one_line, port, procfs, read, Finding, Host};
 use crate::cli::{DoctorStorageArgs, TargetBackendKind};
 use crate::error::full_message;
-use crate::exec::{Cmd, ExecError};
-use crate::lvm::{Lvm, LvmError};
-
-/// LVM's exit code when an object does not exist.
-const LVM_NOT_FOUND: i32 = 5;
+use crate::exec::ExecError;
+use crate::export::{lio, tgt};
+use crate::lvm::{LvKind, Lvm, LvmError};
 
 /// Runs every storage check.
 pub async fn check(host: &Host, args: &DoctorStorageArgs) -> Vec<Finding> {
@@ -37,41 +32,6 @@ pub async fn check(host: &Host, args: &DoctorStorageArgs) -> Vec<Finding> {
         args.target_backend,
     ));
     findings
-}
-
-/// An LVM JSON report (`--units b --nosuffix`: numbers as strings). The LVM layer's reports
-/// have no thin pool usage columns, hence this one for `lvs -o ...,data_percent`.
-#[derive(Debug, Deserialize)]
-struct Report<T> {
-    /// One entry per report type; we ask for one.
-    report: Vec<HashMap<String, Vec<T>>>,
-}
-
-/// The first row of an LVM JSON report.
-fn first_row<T: for<'de> Deserialize<'de>>(stdout: &[u8]) -> Option<T> {
-    let r: Report<T> = serde_json::from_slice(stdout).ok()?;
-    r.report
-        .into_iter()
-        .next()?
-        .into_values()
-        .next()?
-        .into_iter()
-        .next()
-}
-
-/// An `lvs` row of the thin pool.
-#[derive(Debug, Deserialize)]
-struct LvRow {
-    /// Attribute string; `t` first for a thin pool.
-    lv_attr: String,
-    /// Size in bytes.
-    lv_size: String,
-    /// Data usage in percent (thin pools).
-    #[serde(default)]
-    data_percent: String,
-    /// Metadata usage in percent (thin pools).
-    #[serde(default)]
-    metadata_percent: String,
 }
 
 /// Bytes as a short human size (`1.5 GiB`).
@@ -125,56 +85,46 @@ async fn volume_group(host: &Host, vg: &str) -> Finding {
 /// The thin pool exists, is a thin pool, and is not nearly full.
 async fn thin_pool(host: &Host, vg: &str, pool: &str) -> Finding {
     const NAME: &str = "thin-pool";
+    const RUN_LVS: &str = "run `lvs` as root on this host and fix what it reports";
     let lv = format!("{vg}/{pool}");
-    let cmd = Cmd::new("lvs").args([
-        "--reportformat",
-        "json",
-        "--units",
-        "b",
-        "--nosuffix",
-        "-o",
-        "lv_name,lv_attr,lv_size,data_percent,metadata_percent",
-        &lv,
-    ]);
-    let out = match host.output(cmd).await {
-        Ok(out) => out,
-        Err(e) => return lvm_missing(NAME, &e),
+    let usage = match Lvm::new(host.runner.clone()).pool_usage(vg, pool).await {
+        Ok(usage) => usage,
+        Err(LvmError::NotFound { stderr, .. }) => {
+            return Finding::fail(
+                NAME,
+                format!("thin pool {lv} not found: {stderr}"),
+                format!("create it (lvcreate -L <size> -T {lv}) or pass the right --thin-pool"),
+            )
+        }
+        Err(LvmError::Parse { .. }) => {
+            return Finding::warn(
+                NAME,
+                format!("lvs {lv} answered but its report could not be read"),
+                "check the lvm2 version (JSON reports need lvm2 2.02.158 or later)",
+            )
+        }
+        Err(LvmError::Command(ExecError::Failed { code, stderr, .. })) => {
+            return Finding::fail(
+                NAME,
+                format!("lvs {lv} failed (exit {code}): {stderr}"),
+                RUN_LVS,
+            )
+        }
+        Err(LvmError::Command(e)) => return lvm_missing(NAME, &e),
+        Err(e) => return Finding::fail(NAME, one_line(&full_message(&e)), RUN_LVS),
     };
-    if out.code == LVM_NOT_FOUND {
+    if usage.kind() != LvKind::ThinPool {
         return Finding::fail(
             NAME,
-            format!("thin pool {lv} not found: {}", one_line(&out.stderr)),
-            format!("create it (lvcreate -L <size> -T {lv}) or pass the right --thin-pool"),
-        );
-    }
-    if !out.success() {
-        return Finding::fail(
-            NAME,
-            format!(
-                "lvs {lv} failed (exit {}): {}",
-                out.code,
-                one_line(&out.stderr)
-            ),
-            "run `lvs` as root on this host and fix what it reports",
-        );
-    }
-    let Some(row) = first_row::<LvRow>(&out.stdout) else {
-        return Finding::warn(
-            NAME,
-            format!("lvs {lv} answered but its report could not be read"),
-            "check the lvm2 version (JSON reports need lvm2 2.02.158 or later)",
-        );
-    };
-    if !row.lv_attr.starts_with('t') {
-        return Finding::fail(
-            NAME,
-            format!("{lv} is not a thin pool (lv_attr {})", row.lv_attr),
+            format!("{lv} is not a thin pool (lv_attr {})", usage.attr),
             "name a thin pool LV (lv_attr starting with t) in --thin-pool",
         );
     }
-    let pct = |s: &str| s.parse::<f64>().unwrap_or(0.0);
-    let (data, meta) = (pct(&row.data_percent), pct(&row.metadata_percent));
-    let size = row.lv_size.parse::<u64>().map(human).unwrap_or(row.lv_size);
+    let (data, meta) = (
+        usage.data_percent.unwrap_or(0.0),
+        usage.metadata_percent.unwrap_or(0.0),
+    );
+    let size = human(usage.size);
     let detail = format!("{lv}: {size}, data {data:.1}% used, metadata {meta:.1}% used");
     const NEARLY_FULL: f64 = 90.0;
     if data >= NEARLY_FULL || meta >= NEARLY_FULL {
@@ -212,11 +162,9 @@ fn configfs(host: &Host, root: &Path) -> Finding {
 /// target_core_mod is loaded: LIO's `target/` directory exists in configfs.
 async fn target_core(host: &Host, root: &Path) -> Finding {
     const NAME: &str = "target_core_mod";
-    if host.module_loaded(NAME) && root.join("target").is_dir() {
-        return Finding::ok(
-            NAME,
-            format!("loaded ({} present)", root.join("target").display()),
-        );
+    let dir = lio::target_dir(root);
+    if host.module_loaded(NAME) && dir.is_dir() {
+        return Finding::ok(NAME, format!("loaded ({} present)", dir.display()));
     }
     missing_module(host, NAME, true).await
 }
@@ -254,19 +202,14 @@ async fn missing_module(host: &Host, name: &'static str, needed_now: bool) -> Fi
     }
 }
 
-/// tgtd answers tgtadm.
+/// tgtd answers tgtadm (the tgt backend's own probe).
 async fn tgtd(host: &Host) -> Finding {
     const NAME: &str = "tgtd";
-    let cmd = Cmd::new("tgtadm").args(["--lld", "iscsi", "--op", "show", "--mode", "sys"]);
-    match host.output(cmd).await {
-        Ok(out) if out.success() => Finding::ok(NAME, "tgtd answers tgtadm"),
-        Ok(out) => Finding::fail(
+    match tgt::tgtd_answers(host.runner.as_ref()).await {
+        Ok(()) => Finding::ok(NAME, "tgtd answers tgtadm"),
+        Err(ExecError::Failed { code, stderr, .. }) => Finding::fail(
             NAME,
-            format!(
-                "tgtd does not answer (exit {}): {}",
-                out.code,
-                one_line(&out.stderr)
-            ),
+            format!("tgtd does not answer (exit {code}): {stderr}"),
             "systemctl enable --now tgt",
         ),
         Err(e) => Finding::fail(
@@ -280,10 +223,9 @@ async fn tgtd(host: &Host) -> Finding {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::doctor::testutil::{find, TempHost};
     use crate::doctor::{blocking, Status};
-    use crate::exec::{FakeRunner, Output};
-    use std::path::PathBuf;
-    use std::sync::Arc;
+    use crate::exec::Output;
 
     /// Captured in the kernel lab.
     const VGS: &str = r#"  {
@@ -313,21 +255,19 @@ configfs 57344 3 iscsi_target_mod,target_core_mod, Live 0xffffffffc0578000
     const TCP_HEADER: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n";
     const LIO_LISTENING: &str = "   0: 00000000:0CBC 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 11157 1 0000000007466374 100 0 0 10 0\n";
 
-    struct Fixture {
-        dir: tempfile::TempDir,
-        runner: Arc<FakeRunner>,
+    struct Fixture(TempHost);
+
+    impl std::ops::Deref for Fixture {
+        type Target = TempHost;
+
+        fn deref(&self) -> &TempHost {
+            &self.0
+        }
     }
 
     impl Fixture {
         fn new(respond: impl Fn(&[String]) -> Output + Send + Sync + 'static) -> Self {
-            let dir = tempfile::tempdir().unwrap();
-            for d in ["proc/net", "sys/module", "configfs/target"] {
-                std::fs::create_dir_all(dir.path().join(d)).unwrap();
-            }
-            let fx = Fixture {
-                dir,
-                runner: Arc::new(FakeRunner::new(respond)),
-            };
+            let fx = Fixture(TempHost::new(&["configfs/target"], respond));
             let configfs = fx.path("configfs");
             fx.write(
                 "proc/mounts",
@@ -339,16 +279,6 @@ configfs 57344 3 iscsi_target_mod,target_core_mod, Live 0xffffffffc0578000
             fx.write("proc/modules", MODULES);
             fx.write("proc/net/tcp", TCP_HEADER);
             fx
-        }
-
-        fn path(&self, rel: &str) -> PathBuf {
-            self.dir.path().join(rel)
-        }
-
-        fn write(&self, rel: &str, text: &str) {
-            let p = self.path(rel);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, text).unwrap();
         }
 
         /// A process `pid` named `comm` holding socket `inode`.
@@ -363,11 +293,6 @@ configfs 57344 3 iscsi_target_mod,target_core_mod, Live 0xffffffffc0578000
         }
 
         async fn run(&self, backend: TargetBackendKind, pool: Option<&str>) -> Vec<Finding> {
-            let host = Host {
-                runner: self.runner.clone(),
-                proc_root: self.path("proc"),
-                sys_root: self.path("sys"),
-            };
             let args = DoctorStorageArgs {
                 volume_group: "csivg".into(),
                 thin_pool: pool.map(String::from),
@@ -375,12 +300,8 @@ configfs 57344 3 iscsi_target_mod,target_core_mod, Live 0xffffffffc0578000
                 configfs_root: self.path("configfs"),
                 portals: vec!["10.0.0.5:3260".parse().unwrap()],
             };
-            check(&host, &args).await
+            check(&self.host(), &args).await
         }
-    }
-
-    fn find<'a>(f: &'a [Finding], name: &str) -> &'a Finding {
-        f.iter().find(|x| x.name == name).expect(name)
     }
 
     fn lvm_ok(argv: &[String]) -> Output {
