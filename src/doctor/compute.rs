@@ -230,7 +230,7 @@ fn kubelet_dir(view: &View, dir: &Path) -> Finding {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::doctor::testutil::{find, TempHost};
+    use crate::doctor::testutil::{find, Fixture};
     use crate::doctor::{blocking, Status};
     use crate::exec::Output;
 
@@ -243,21 +243,17 @@ mod tests {
 
     /// A fake host: procfs and sysfs under a temp dir, the initiator name file and the
     /// kubelet dir in it too.
-    struct Fixture(TempHost);
-
-    impl std::ops::Deref for Fixture {
-        type Target = TempHost;
-
-        fn deref(&self) -> &TempHost {
-            &self.0
-        }
+    fn fixture(respond: impl Fn(&[String]) -> Output + Send + Sync + 'static) -> Fixture {
+        Fixture::new(&["kubelet"], respond)
     }
 
-    impl Fixture {
-        fn new(respond: impl Fn(&[String]) -> Output + Send + Sync + 'static) -> Self {
-            Fixture(TempHost::new(&["kubelet"], respond))
-        }
+    /// The compute checks run on a fake host.
+    trait Compute {
+        fn args(&self, mode: IscsiadmMode) -> DoctorComputeArgs;
+        async fn run(&self, mode: IscsiadmMode) -> Vec<Finding>;
+    }
 
+    impl Compute for Fixture {
         fn args(&self, mode: IscsiadmMode) -> DoctorComputeArgs {
             let (file, kubelet) = match mode {
                 IscsiadmMode::Direct => (self.path("initiatorname.iscsi"), self.path("kubelet")),
@@ -287,7 +283,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_good_host_passes() {
-        let fx = Fixture::new(no_sessions);
+        let fx = fixture(no_sessions);
         fx.write("proc/net/unix", UNIX_WITH_ISCSID);
         fx.write(
             "initiatorname.iscsi",
@@ -305,7 +301,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_stopped_iscsid_is_named_even_though_iscsiadm_answers() {
-        let fx = Fixture::new(|argv| match argv[0].as_str() {
+        let fx = fixture(|argv| match argv[0].as_str() {
             "iscsiadm" => Output::failed(21, "iscsiadm: No active sessions.\n"),
             _ => Output::ok(""),
         });
@@ -334,7 +330,7 @@ mod tests {
 
     #[tokio::test]
     async fn bad_names_missing_module_and_kubelet_dir_are_reported() {
-        let fx = Fixture::new(|argv| {
+        let fx = fixture(|argv| {
             match argv[0].as_str() {
             "iscsiadm" => Output::ok("tcp: [1] 10.0.0.1:3260,1 iqn.2026-11.x:vg.a (non-flash)\ntcp: [2] 10.0.0.1:3260,1 iqn.2026-11.x:vg.b (non-flash)\n"),
             "modprobe" => Output::failed(1, "modprobe: FATAL: Module iscsi_tcp not found"),
@@ -371,7 +367,7 @@ mod tests {
 
     #[tokio::test]
     async fn host_mode_reads_the_hosts_files_through_pid_1() {
-        let fx = Fixture::new(no_sessions);
+        let fx = fixture(no_sessions);
         fx.write("proc/1/net/unix", UNIX_WITH_ISCSID);
         fx.write("proc/net/unix", UNIX_WITHOUT);
         fx.write(
@@ -390,7 +386,7 @@ mod tests {
 
     #[tokio::test]
     async fn host_mode_says_it_reads_through_pid_1_and_names_the_distributions_module_package() {
-        let fx = Fixture::new(|argv| match argv[0].as_str() {
+        let fx = fixture(|argv| match argv[0].as_str() {
             "modprobe" => Output::failed(1, "modprobe: FATAL: Module iscsi_tcp not found"),
             _ => Output::failed(21, "iscsiadm: No active sessions.\n"),
         });
@@ -437,7 +433,7 @@ mod tests {
 
     #[tokio::test]
     async fn host_mode_names_a_failing_nsenter() {
-        let fx = Fixture::new(|_| {
+        let fx = fixture(|_| {
             Output::failed(
                 127,
                 "nsenter: failed to execute iscsiadm: No such file or directory\n",

@@ -4,9 +4,13 @@
 //! iscsi_tcp, the kubelet directory). A failed check is blocking (non-zero exit); a warning
 //! is not.
 //!
-//! Every check is a small function returning a [`Finding`]; tools run through
-//! [`crate::exec::Runner`] and kernel tables are read under injectable roots, so the checks
-//! are unit-tested with a fake runner and temporary files.
+//! Every check is a small function returning a [`Finding`]. The checks call the layers the
+//! services use ([`crate::lvm::Lvm`], [`crate::node::iscsi`], the node's
+//! [`Sysfs`], the export backends, [`crate::domain`]) and keep only what is doctor's own:
+//! which checks run, their messages and fixes, the table, and the kernel tables nothing
+//! else reads ([`procfs`]). Tools run through [`crate::exec::Runner`] and kernel tables are
+//! read under injectable roots, so the checks are unit-tested with a fake runner and
+//! temporary files.
 
 pub mod compute;
 mod distro;
@@ -21,9 +25,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cli::{DoctorArgs, DoctorRole, IscsiadmMode};
 use async_trait::async_trait;
 
+use crate::cli::{DoctorArgs, DoctorRole, IscsiadmMode};
 use crate::exec::{Cmd, ExecError, Output, Runner, SharedRunner, TokioRunner};
 use crate::node::device::Sysfs;
 
@@ -228,6 +232,28 @@ pub async fn check(args: &DoctorArgs) -> Vec<Finding> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Answers every command with the time limit it was given.
+    struct Limits;
+
+    #[async_trait]
+    impl Runner for Limits {
+        async fn output(&self, cmd: &Cmd) -> Result<Output, ExecError> {
+            Ok(Output::ok(format!("{:?}", cmd.time_limit())))
+        }
+    }
+
+    #[tokio::test]
+    async fn every_tool_is_held_to_the_doctors_time_limit() {
+        let host = Host::real(Arc::new(Limits));
+        let run = |cmd: Cmd| {
+            let runner = host.runner.clone();
+            async move { runner.output(&cmd).await.unwrap().stdout_str() }
+        };
+        assert_eq!(run(Cmd::new("vgs")).await, "30s");
+        let short = Cmd::new("modprobe").timeout(Duration::from_secs(5));
+        assert_eq!(run(short).await, "5s");
+    }
 
     #[test]
     fn table_is_aligned_with_fixes_under_rows() {

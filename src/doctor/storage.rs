@@ -223,7 +223,7 @@ async fn tgtd(host: &Host) -> Finding {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::doctor::testutil::{find, TempHost};
+    use crate::doctor::testutil::{find, Fixture};
     use crate::doctor::{blocking, Status};
     use crate::exec::Output;
 
@@ -255,43 +255,28 @@ configfs 57344 3 iscsi_target_mod,target_core_mod, Live 0xffffffffc0578000
     const TCP_HEADER: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n";
     const LIO_LISTENING: &str = "   0: 00000000:0CBC 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 11157 1 0000000007466374 100 0 0 10 0\n";
 
-    struct Fixture(TempHost);
-
-    impl std::ops::Deref for Fixture {
-        type Target = TempHost;
-
-        fn deref(&self) -> &TempHost {
-            &self.0
-        }
+    /// A fake LIO host: configfs mounted, the target modules loaded, nothing listening.
+    fn fixture(respond: impl Fn(&[String]) -> Output + Send + Sync + 'static) -> Fixture {
+        let fx = Fixture::new(&["configfs/target"], respond);
+        let configfs = fx.path("configfs");
+        fx.write(
+            "proc/mounts",
+            &format!(
+                "proc /proc proc rw 0 0\nnone {} configfs rw,relatime 0 0\n",
+                configfs.display()
+            ),
+        );
+        fx.write("proc/modules", MODULES);
+        fx.write("proc/net/tcp", TCP_HEADER);
+        fx
     }
 
-    impl Fixture {
-        fn new(respond: impl Fn(&[String]) -> Output + Send + Sync + 'static) -> Self {
-            let fx = Fixture(TempHost::new(&["configfs/target"], respond));
-            let configfs = fx.path("configfs");
-            fx.write(
-                "proc/mounts",
-                &format!(
-                    "proc /proc proc rw 0 0\nnone {} configfs rw,relatime 0 0\n",
-                    configfs.display()
-                ),
-            );
-            fx.write("proc/modules", MODULES);
-            fx.write("proc/net/tcp", TCP_HEADER);
-            fx
-        }
+    /// The storage checks run on a fake host.
+    trait Storage {
+        async fn run(&self, backend: TargetBackendKind, pool: Option<&str>) -> Vec<Finding>;
+    }
 
-        /// A process `pid` named `comm` holding socket `inode`.
-        fn process(&self, pid: u32, comm: &str, inode: u64) {
-            self.write(&format!("proc/{pid}/comm"), &format!("{comm}\n"));
-            std::fs::create_dir_all(self.path(&format!("proc/{pid}/fd"))).unwrap();
-            std::os::unix::fs::symlink(
-                format!("socket:[{inode}]"),
-                self.path(&format!("proc/{pid}/fd/3")),
-            )
-            .unwrap();
-        }
-
+    impl Storage for Fixture {
         async fn run(&self, backend: TargetBackendKind, pool: Option<&str>) -> Vec<Finding> {
             let args = DoctorStorageArgs {
                 volume_group: "csivg".into(),
@@ -314,7 +299,7 @@ configfs 57344 3 iscsi_target_mod,target_core_mod, Live 0xffffffffc0578000
 
     #[tokio::test]
     async fn a_good_lio_host_passes() {
-        let fx = Fixture::new(lvm_ok);
+        let fx = fixture(lvm_ok);
         fx.write("proc/net/tcp", &format!("{TCP_HEADER}{LIO_LISTENING}"));
         fx.process(42, "sshd", 999);
         let f = fx.run(TargetBackendKind::Lio, Some("pool0")).await;
@@ -341,7 +326,7 @@ configfs 57344 3 iscsi_target_mod,target_core_mod, Live 0xffffffffc0578000
 
     #[tokio::test]
     async fn missing_lvm_objects_fail_with_a_fix() {
-        let fx = Fixture::new(|argv| match argv[0].as_str() {
+        let fx = fixture(|argv| match argv[0].as_str() {
             "vgs" => Output::failed(
                 5,
                 "  Volume group \"csivg\" not found\n  Cannot process volume group csivg\n",
@@ -364,13 +349,13 @@ configfs 57344 3 iscsi_target_mod,target_core_mod, Live 0xffffffffc0578000
 
     #[tokio::test]
     async fn a_plain_lv_or_a_full_pool_is_reported() {
-        let fx = Fixture::new(|argv| match argv[0].as_str() {
+        let fx = fixture(|argv| match argv[0].as_str() {
             "vgs" => Output::ok(VGS),
             _ => Output::ok(LVS_POOL.replace("twi-a-tz--", "-wi-a-----")),
         });
         let f = fx.run(TargetBackendKind::Lio, Some("pool0")).await;
         assert_eq!(find(&f, "thin-pool").status, Status::Fail);
-        let fx = Fixture::new(|argv| match argv[0].as_str() {
+        let fx = fixture(|argv| match argv[0].as_str() {
             "vgs" => Output::ok(VGS),
             _ => Output::ok(LVS_POOL.replace("\"0.00\"", "\"93.50\"")),
         });
@@ -383,7 +368,7 @@ configfs 57344 3 iscsi_target_mod,target_core_mod, Live 0xffffffffc0578000
 
     #[tokio::test]
     async fn lio_without_configfs_or_modules_fails() {
-        let fx = Fixture::new(|argv| match argv[0].as_str() {
+        let fx = fixture(|argv| match argv[0].as_str() {
             "vgs" => Output::ok(VGS),
             "modprobe" => Output::failed(1, "modprobe: FATAL: Module not found"),
             _ => Output::failed(1, "unexpected"),
@@ -405,7 +390,7 @@ configfs 57344 3 iscsi_target_mod,target_core_mod, Live 0xffffffffc0578000
 
     #[tokio::test]
     async fn an_unloaded_but_available_iscsi_target_mod_is_a_warning() {
-        let fx = Fixture::new(|argv| match argv[0].as_str() {
+        let fx = fixture(|argv| match argv[0].as_str() {
             "vgs" => Output::ok(VGS),
             _ => Output::ok(""),
         });
@@ -418,7 +403,7 @@ configfs 57344 3 iscsi_target_mod,target_core_mod, Live 0xffffffffc0578000
 
     #[tokio::test]
     async fn a_port_held_by_another_process_is_named() {
-        let fx = Fixture::new(lvm_ok);
+        let fx = fixture(lvm_ok);
         fx.write("proc/net/tcp", &format!("{TCP_HEADER}{LIO_LISTENING}"));
         fx.process(77, "tgtd", 11157);
         let f = fx.run(TargetBackendKind::Lio, None).await;
@@ -429,7 +414,7 @@ configfs 57344 3 iscsi_target_mod,target_core_mod, Live 0xffffffffc0578000
             "tgtd (pid 77) listens on 0.0.0.0:3260; LIO cannot bind its portal"
         );
 
-        let fx = Fixture::new(lvm_ok);
+        let fx = fixture(lvm_ok);
         fx.write("proc/net/tcp", &format!("{TCP_HEADER}{LIO_LISTENING}"));
         fx.process(78, "nc", 11157);
         let f = fx.run(TargetBackendKind::Lio, None).await;
@@ -441,7 +426,7 @@ configfs 57344 3 iscsi_target_mod,target_core_mod, Live 0xffffffffc0578000
 
     #[tokio::test]
     async fn tgt_backend_checks_tgtd_and_its_port() {
-        let fx = Fixture::new(|argv| match argv[0].as_str() {
+        let fx = fixture(|argv| match argv[0].as_str() {
             "vgs" => Output::ok(VGS),
             "tgtadm" => Output::ok("System:\n    State: ready\n"),
             _ => Output::failed(1, "unexpected"),
@@ -452,7 +437,7 @@ configfs 57344 3 iscsi_target_mod,target_core_mod, Live 0xffffffffc0578000
         assert!(f.iter().all(|x| x.status == Status::Ok), "{f:#?}");
         assert!(f.iter().all(|x| x.name != "configfs"));
 
-        let fx = Fixture::new(|argv| {
+        let fx = fixture(|argv| {
             match argv[0].as_str() {
             "vgs" => Output::ok(VGS),
             _ => Output::failed(107, "tgtadm: failed to send request hdr to tgt daemon, Transport endpoint is not connected"),

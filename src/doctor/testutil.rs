@@ -9,14 +9,14 @@ use crate::exec::{FakeRunner, Output};
 use crate::node::device::Sysfs;
 
 /// A temporary directory with `proc/` and `sys/` in it, and a scripted runner.
-pub struct TempHost {
+pub struct Fixture {
     /// Keeps the tree alive.
     dir: tempfile::TempDir,
     /// Answers the tools and records their command lines.
     pub runner: Arc<FakeRunner>,
 }
 
-impl TempHost {
+impl Fixture {
     /// `proc/net`, `sys/module` and `dirs` created, tools answered by `respond`.
     pub fn new(
         dirs: &[&str],
@@ -26,7 +26,7 @@ impl TempHost {
         for d in ["proc/net", "sys/module"].iter().chain(dirs) {
             std::fs::create_dir_all(dir.path().join(d)).unwrap();
         }
-        TempHost {
+        Fixture {
             dir,
             runner: Arc::new(FakeRunner::new(respond)),
         }
@@ -42,6 +42,17 @@ impl TempHost {
         let p = self.path(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, text).unwrap();
+    }
+
+    /// A process `pid` named `comm` holding socket `inode`.
+    pub fn process(&self, pid: u32, comm: &str, inode: u64) {
+        self.write(&format!("proc/{pid}/comm"), &format!("{comm}\n"));
+        std::fs::create_dir_all(self.path(&format!("proc/{pid}/fd"))).unwrap();
+        std::os::unix::fs::symlink(
+            format!("socket:[{inode}]"),
+            self.path(&format!("proc/{pid}/fd/3")),
+        )
+        .unwrap();
     }
 
     /// The host the checks see: this runner, `proc/` and `sys/`.

@@ -1,6 +1,6 @@
 //! LVM through its command-line tools (`lvs`, `vgs`, `lvcreate`, `lvremove`, `lvchange`),
 //! run with the crate's [`Runner`](crate::exec::Runner): reports read as JSON
-//! ([`report`]), the driver's state kept in LV tags ([`tags`]), failures classified at the
+//! ([`report`]; a thin pool's usage, [`pool`]), the driver's state kept in LV tags ([`tags`]), failures classified at the
 //! source ([`error`]).
 //!
 //! Contract: every method is one LVM command; "not found" is [`LvmError::NotFound`] and the
