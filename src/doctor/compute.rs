@@ -12,14 +12,12 @@
 
 use std::path::{Path, PathBuf};
 
-use super::procfs::{self, InitiatorName};
 use super::{distro, one_line, read, Finding, Host};
 use crate::cli::{DoctorComputeArgs, IscsiadmMode};
-use crate::domain::Iqn;
-use crate::exec::Cmd;
-
-/// iscsiadm's exit code for "no objects found" (no sessions).
-const ISCSI_ERR_NO_OBJS_FOUND: i32 = 21;
+use crate::domain::{InitiatorNameFile, Iqn};
+use crate::error::full_message;
+use crate::exec::ExecError;
+use crate::node::iscsi::{lists_iscsid, IscsiError, Iscsiadm, ISCSID_SOCKET};
 
 /// Runs every compute check.
 pub async fn check(host: &Host, args: &DoctorComputeArgs) -> Vec<Finding> {
@@ -61,69 +59,57 @@ impl View {
     }
 }
 
-/// iscsiadm runs (in the host's namespaces in host mode) and lists the sessions.
+/// iscsiadm runs (in the host's namespaces in host mode) and lists the sessions, as the
+/// node's initiator layer lists them.
 async fn iscsiadm(host: &Host, mode: IscsiadmMode) -> Finding {
     const NAME: &str = "iscsiadm";
-    let out = match host
-        .output(Cmd::new("iscsiadm").args(["-m", "session"]))
-        .await
-    {
-        Ok(out) => out,
-        Err(e) => {
-            return Finding::fail(
-                NAME,
-                format!("iscsiadm cannot run: {e}"),
-                "install open-iscsi",
-            )
-        }
+    const RUN: &str = "run `iscsiadm -m session` as root on this host and fix what it reports";
+    let e = match Iscsiadm::new(host.runner.clone()).sessions().await {
+        Ok(s) if s.is_empty() => return Finding::ok(NAME, "no sessions open"),
+        Ok(s) => return Finding::ok(NAME, format!("{} session(s) open", s.len())),
+        Err(e) => e,
     };
-    if mode == IscsiadmMode::Host && out.stderr.trim_start().starts_with("nsenter:") {
-        return Finding::fail(
-            NAME,
-            format!(
-                "cannot run iscsiadm in the host's namespaces: {}",
-                one_line(&out.stderr)
-            ),
-            "install open-iscsi on the host and give the pod hostPID and privileged, \
-             or use --iscsiadm-mode direct",
-        );
-    }
-    match out.code {
-        0 => {
-            // One line per session: `tcp: [1] 10.0.0.1:3260,1 iqn... (non-flash)`.
-            let n = out
-                .stdout_str()
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .count();
-            Finding::ok(NAME, format!("{n} session(s) open"))
+    match e {
+        IscsiError::Command {
+            source: ExecError::Failed { code, stderr, .. },
+            ..
+        } => {
+            if mode == IscsiadmMode::Host && stderr.starts_with("nsenter:") {
+                Finding::fail(
+                    NAME,
+                    format!("cannot run iscsiadm in the host's namespaces: {stderr}"),
+                    "install open-iscsi on the host and give the pod hostPID and privileged, \
+                     or use --iscsiadm-mode direct",
+                )
+            } else {
+                Finding::fail(
+                    NAME,
+                    format!("iscsiadm -m session failed (exit {code}): {stderr}"),
+                    RUN,
+                )
+            }
         }
-        ISCSI_ERR_NO_OBJS_FOUND => Finding::ok(NAME, "no sessions open"),
-        code => Finding::fail(
+        IscsiError::Command { source, .. } => Finding::fail(
             NAME,
-            format!(
-                "iscsiadm -m session failed (exit {code}): {}",
-                one_line(&out.stderr)
-            ),
-            "run `iscsiadm -m session` as root on this host and fix what it reports",
+            format!("iscsiadm cannot run: {source}"),
+            "install open-iscsi",
         ),
+        e => Finding::fail(NAME, one_line(&full_message(&e)), RUN),
     }
 }
 
-/// iscsid listens on its socket (iscsiadm talks to it for every login and logout).
+/// iscsid listens on its socket (iscsiadm talks to it for every login and logout), as the
+/// node's readiness checks it.
 fn iscsid(view: &View) -> Finding {
     const NAME: &str = "iscsid";
     let fix = "systemctl enable --now iscsid";
     match read(&view.net_unix) {
-        Ok(table) if procfs::unix_listening(&table, procfs::ISCSID_SOCKET) => {
-            Finding::ok(NAME, format!("listening on {}", procfs::ISCSID_SOCKET))
+        Ok(table) if lists_iscsid(&table) => {
+            Finding::ok(NAME, format!("listening on {ISCSID_SOCKET}"))
         }
         Ok(_) => Finding::fail(
             NAME,
-            format!(
-                "iscsid is not running (nothing listens on {})",
-                procfs::ISCSID_SOCKET
-            ),
+            format!("iscsid is not running (nothing listens on {ISCSID_SOCKET})"),
             fix,
         ),
         Err(e) => Finding::warn(NAME, format!("cannot tell whether iscsid runs: {e}"), fix),
@@ -138,8 +124,8 @@ fn initiator_name(view: &View, file: &Path) -> Finding {
         Ok(t) => t,
         Err(e) => return unreadable_initiator_name(view, file, &path, &e),
     };
-    match procfs::initiator_name(&text) {
-        InitiatorName::Named(name) => match name.parse::<Iqn>() {
+    match InitiatorNameFile::parse(&text) {
+        InitiatorNameFile::Named(name) => match name.parse::<Iqn>() {
             Ok(_) => Finding::ok(NAME, name),
             Err(e) => Finding::fail(
                 NAME,
@@ -150,12 +136,12 @@ fn initiator_name(view: &View, file: &Path) -> Finding {
                 ),
             ),
         },
-        InitiatorName::ToGenerate => Finding::fail(
+        InitiatorNameFile::ToGenerate => Finding::fail(
             NAME,
             format!("{} asks for a generated name that was never generated", file.display()),
             "start iscsid once (it generates the name) or write InitiatorName=$(iscsi-iname)",
         ),
-        InitiatorName::Missing => Finding::fail(
+        InitiatorNameFile::Missing => Finding::fail(
             NAME,
             format!("{} has no InitiatorName= line", file.display()),
             format!(
@@ -244,9 +230,9 @@ fn kubelet_dir(view: &View, dir: &Path) -> Finding {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::doctor::testutil::{find, Fixture};
     use crate::doctor::{blocking, Status};
-    use crate::exec::{FakeRunner, Output};
-    use std::sync::Arc;
+    use crate::exec::Output;
 
     const UNIX_WITH_ISCSID: &str = "Num       RefCount Protocol Flags    Type St Inode Path
 0000000045e726f8: 00000002 00000000 00010000 0001 01 11040 @ISCSIADM_ABSTRACT_NAMESPACE
@@ -257,41 +243,17 @@ mod tests {
 
     /// A fake host: procfs and sysfs under a temp dir, the initiator name file and the
     /// kubelet dir in it too.
-    struct Fixture {
-        dir: tempfile::TempDir,
-        runner: Arc<FakeRunner>,
+    fn fixture(respond: impl Fn(&[String]) -> Output + Send + Sync + 'static) -> Fixture {
+        Fixture::new(&["kubelet"], respond)
     }
 
-    impl Fixture {
-        fn new(respond: impl Fn(&[String]) -> Output + Send + Sync + 'static) -> Self {
-            let dir = tempfile::tempdir().unwrap();
-            for d in ["proc/net", "sys/module", "kubelet"] {
-                std::fs::create_dir_all(dir.path().join(d)).unwrap();
-            }
-            Fixture {
-                dir,
-                runner: Arc::new(FakeRunner::new(respond)),
-            }
-        }
+    /// The compute checks run on a fake host.
+    trait Compute {
+        fn args(&self, mode: IscsiadmMode) -> DoctorComputeArgs;
+        async fn run(&self, mode: IscsiadmMode) -> Vec<Finding>;
+    }
 
-        fn path(&self, rel: &str) -> PathBuf {
-            self.dir.path().join(rel)
-        }
-
-        fn write(&self, rel: &str, text: &str) {
-            let p = self.path(rel);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, text).unwrap();
-        }
-
-        fn host(&self) -> Host {
-            Host {
-                runner: self.runner.clone(),
-                proc_root: self.path("proc"),
-                sys_root: self.path("sys"),
-            }
-        }
-
+    impl Compute for Fixture {
         fn args(&self, mode: IscsiadmMode) -> DoctorComputeArgs {
             let (file, kubelet) = match mode {
                 IscsiadmMode::Direct => (self.path("initiatorname.iscsi"), self.path("kubelet")),
@@ -312,10 +274,6 @@ mod tests {
         }
     }
 
-    fn find<'a>(f: &'a [Finding], name: &str) -> &'a Finding {
-        f.iter().find(|x| x.name == name).expect(name)
-    }
-
     fn no_sessions(argv: &[String]) -> Output {
         match argv[0].as_str() {
             "iscsiadm" => Output::failed(21, "iscsiadm: No active sessions.\n"),
@@ -325,7 +283,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_good_host_passes() {
-        let fx = Fixture::new(no_sessions);
+        let fx = fixture(no_sessions);
         fx.write("proc/net/unix", UNIX_WITH_ISCSID);
         fx.write(
             "initiatorname.iscsi",
@@ -343,7 +301,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_stopped_iscsid_is_named_even_though_iscsiadm_answers() {
-        let fx = Fixture::new(|argv| match argv[0].as_str() {
+        let fx = fixture(|argv| match argv[0].as_str() {
             "iscsiadm" => Output::failed(21, "iscsiadm: No active sessions.\n"),
             _ => Output::ok(""),
         });
@@ -372,7 +330,7 @@ mod tests {
 
     #[tokio::test]
     async fn bad_names_missing_module_and_kubelet_dir_are_reported() {
-        let fx = Fixture::new(|argv| {
+        let fx = fixture(|argv| {
             match argv[0].as_str() {
             "iscsiadm" => Output::ok("tcp: [1] 10.0.0.1:3260,1 iqn.2026-11.x:vg.a (non-flash)\ntcp: [2] 10.0.0.1:3260,1 iqn.2026-11.x:vg.b (non-flash)\n"),
             "modprobe" => Output::failed(1, "modprobe: FATAL: Module iscsi_tcp not found"),
@@ -409,7 +367,7 @@ mod tests {
 
     #[tokio::test]
     async fn host_mode_reads_the_hosts_files_through_pid_1() {
-        let fx = Fixture::new(no_sessions);
+        let fx = fixture(no_sessions);
         fx.write("proc/1/net/unix", UNIX_WITH_ISCSID);
         fx.write("proc/net/unix", UNIX_WITHOUT);
         fx.write(
@@ -428,7 +386,7 @@ mod tests {
 
     #[tokio::test]
     async fn host_mode_says_it_reads_through_pid_1_and_names_the_distributions_module_package() {
-        let fx = Fixture::new(|argv| match argv[0].as_str() {
+        let fx = fixture(|argv| match argv[0].as_str() {
             "modprobe" => Output::failed(1, "modprobe: FATAL: Module iscsi_tcp not found"),
             _ => Output::failed(21, "iscsiadm: No active sessions.\n"),
         });
@@ -475,7 +433,7 @@ mod tests {
 
     #[tokio::test]
     async fn host_mode_names_a_failing_nsenter() {
-        let fx = Fixture::new(|_| {
+        let fx = fixture(|_| {
             Output::failed(
                 127,
                 "nsenter: failed to execute iscsiadm: No such file or directory\n",

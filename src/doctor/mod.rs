@@ -4,23 +4,32 @@
 //! iscsi_tcp, the kubelet directory). A failed check is blocking (non-zero exit); a warning
 //! is not.
 //!
-//! Every check is a small function returning a [`Finding`]; tools run through
-//! [`crate::exec::Runner`] and kernel tables are read under injectable roots, so the checks
-//! are unit-tested with a fake runner and temporary files.
+//! Every check is a small function returning a [`Finding`]. The checks call the layers the
+//! services use ([`crate::lvm::Lvm`], [`crate::node::iscsi`], the node's
+//! [`Sysfs`], the export backends, [`crate::domain`]) and keep only what is doctor's own:
+//! which checks run, their messages and fixes, the table, and the kernel tables nothing
+//! else reads ([`procfs`]). Tools run through [`crate::exec::Runner`] and kernel tables are
+//! read under injectable roots, so the checks are unit-tested with a fake runner and
+//! temporary files.
 
 pub mod compute;
 mod distro;
 mod port;
 pub mod procfs;
 pub mod storage;
+#[cfg(test)]
+mod testutil;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
+
 use crate::cli::{DoctorArgs, DoctorRole, IscsiadmMode};
-use crate::exec::{Cmd, ExecError, Output, SharedRunner, TokioRunner};
+use crate::exec::{Cmd, ExecError, Output, Runner, SharedRunner, TokioRunner};
+use crate::node::device::Sysfs;
 
 /// How long one tool may take before the check reports it as hanging.
 const TOOL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -135,23 +144,35 @@ pub fn render(findings: &[Finding]) -> String {
     out
 }
 
+/// A runner holding every tool to [`TOOL_TIMEOUT`], also those the layers run.
+struct TimeLimited(SharedRunner);
+
+#[async_trait]
+impl Runner for TimeLimited {
+    async fn output(&self, cmd: &Cmd) -> Result<Output, ExecError> {
+        let limit = cmd.time_limit().min(TOOL_TIMEOUT);
+        self.0.output(&cmd.clone().timeout(limit)).await
+    }
+}
+
 /// What the checks may touch: a runner for tools and where the kernel tables live.
 pub struct Host {
     /// Runs tools.
     pub runner: SharedRunner,
     /// Where procfs is mounted (`/proc`).
     pub proc_root: PathBuf,
-    /// Where sysfs is mounted (`/sys`).
-    pub sys_root: PathBuf,
+    /// sysfs, read as the node reads it.
+    pub sysfs: Sysfs,
 }
 
 impl Host {
-    /// The real host: tools through `runner`, `/proc` and `/sys`.
+    /// The real host: tools through `runner` (held to the doctor's time limit), `/proc` and
+    /// `/sys`.
     pub fn real(runner: SharedRunner) -> Self {
         Host {
-            runner,
+            runner: Arc::new(TimeLimited(runner)),
             proc_root: PathBuf::from("/proc"),
-            sys_root: PathBuf::from("/sys"),
+            sysfs: Sysfs::default(),
         }
     }
 
@@ -160,22 +181,18 @@ impl Host {
         self.proc_root.join(rel)
     }
 
-    /// Runs `cmd` with the doctor's time limit.
-    async fn output(&self, cmd: Cmd) -> Result<Output, ExecError> {
-        self.runner.output(&cmd.timeout(TOOL_TIMEOUT)).await
-    }
-
     /// Whether kernel module `name` is loaded (or built in): `/sys/module/<name>` exists,
     /// or `/proc/modules` lists it.
     fn module_loaded(&self, name: &str) -> bool {
-        self.sys_root.join("module").join(name).exists()
+        self.sysfs.module_loaded(name)
             || read(&self.proc("modules")).is_ok_and(|m| procfs::module_listed(&m, name))
     }
 
     /// Whether `modprobe -n` finds module `name` for the running kernel; `None` when
     /// modprobe cannot run.
     async fn module_loadable(&self, name: &str) -> Option<bool> {
-        match self.output(Cmd::new("modprobe").args(["-n", name])).await {
+        let cmd = Cmd::new("modprobe").args(["-n", name]);
+        match self.runner.output(&cmd).await {
             Ok(out) => Some(out.success()),
             Err(_) => None,
         }
@@ -215,6 +232,28 @@ pub async fn check(args: &DoctorArgs) -> Vec<Finding> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Answers every command with the time limit it was given.
+    struct Limits;
+
+    #[async_trait]
+    impl Runner for Limits {
+        async fn output(&self, cmd: &Cmd) -> Result<Output, ExecError> {
+            Ok(Output::ok(format!("{:?}", cmd.time_limit())))
+        }
+    }
+
+    #[tokio::test]
+    async fn every_tool_is_held_to_the_doctors_time_limit() {
+        let host = Host::real(Arc::new(Limits));
+        let run = |cmd: Cmd| {
+            let runner = host.runner.clone();
+            async move { runner.output(&cmd).await.unwrap().stdout_str() }
+        };
+        assert_eq!(run(Cmd::new("vgs")).await, "30s");
+        let short = Cmd::new("modprobe").timeout(Duration::from_secs(5));
+        assert_eq!(run(short).await, "5s");
+    }
 
     #[test]
     fn table_is_aligned_with_fixes_under_rows() {

@@ -1,12 +1,10 @@
-//! Pure parsers for the kernel tables the checks read: `/proc/mounts`, `/proc/modules`,
-//! `/proc/net/tcp{,6}`, `/proc/net/unix`, `/proc/<pid>/fd` links, and the open-iscsi
-//! initiator name file (the name itself is checked by [`crate::domain::Iqn`]). Each takes
-//! the file's text and is tested on real samples.
+//! Pure parsers for the kernel tables only doctor reads: `/proc/mounts`, `/proc/modules`,
+//! `/proc/net/tcp{,6}` and `/proc/<pid>/fd` links (iscsid's socket in `/proc/net/unix` is
+//! the node's [`crate::node::iscsi::lists_iscsid`], the initiator name file
+//! [`crate::domain::InitiatorNameFile`]). Each takes the file's text and is tested on real
+//! samples.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-
-/// The abstract unix socket iscsid listens on for iscsiadm (open-iscsi's IPC).
-pub const ISCSID_SOCKET: &str = "@ISCSIADM_ABSTRACT_NAMESPACE";
 
 /// Whether `/proc/mounts` has a configfs mount at `mountpoint`.
 pub fn configfs_mounted(mounts: &str, mountpoint: &str) -> bool {
@@ -82,52 +80,6 @@ pub fn socket_inode(link: &str) -> Option<u64> {
         .ok()
 }
 
-/// Whether a `/proc/net/unix` table has a listening socket at `path` (abstract names start
-/// with `@`). Listening sockets carry the `__SO_ACCEPTCON` flag (00010000).
-pub fn unix_listening(table: &str, path: &str) -> bool {
-    const ACCEPTCON: u32 = 0x0001_0000;
-    table.lines().skip(1).any(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        let listening = f
-            .get(3)
-            .and_then(|flags| u32::from_str_radix(flags, 16).ok())
-            .is_some_and(|flags| flags & ACCEPTCON != 0);
-        listening && f.get(7) == Some(&path)
-    })
-}
-
-/// What the initiator name file holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum InitiatorName {
-    /// `InitiatorName=<name>` (the value, not yet validated).
-    Named(String),
-    /// Only `GenerateName=yes`: the packaging asks for a name to be generated at first start.
-    ToGenerate,
-    /// Neither line.
-    Missing,
-}
-
-/// Parses `/etc/iscsi/initiatorname.iscsi` (comments start with `#`).
-pub fn initiator_name(text: &str) -> InitiatorName {
-    let mut generate = false;
-    for line in text.lines().map(str::trim) {
-        if line.starts_with('#') {
-            continue;
-        }
-        if let Some(name) = line.strip_prefix("InitiatorName=") {
-            return InitiatorName::Named(name.trim().to_string());
-        }
-        if line.eq_ignore_ascii_case("GenerateName=yes") {
-            generate = true;
-        }
-    }
-    if generate {
-        InitiatorName::ToGenerate
-    } else {
-        InitiatorName::Missing
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,20 +95,6 @@ mod tests {
     const TCP6: &str = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 00000000000000000000000001000000:0CBC 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 3001 1 0000000000000000 100 0 0 10 0
    1: 00000000000000000000000000000000:2650 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 3002 1 0000000000000000 100 0 0 10 0
-";
-
-    /// From the lab: udev's control socket and iscsid's abstract socket, and a connected one.
-    const UNIX: &str = "Num       RefCount Protocol Flags    Type St Inode Path
-0000000039f5bca1: 00000002 00000000 00010000 0005 01 10977 /run/udev/control
-00000000b7dced45: 00000003 00000000 00000000 0002 03 10980
-0000000045e726f8: 00000002 00000000 00010000 0001 01 11040 @ISCSIADM_ABSTRACT_NAMESPACE
-0000000045e726f9: 00000002 00000000 00000000 0001 03 11041 @not_listening
-";
-
-    /// From the lab (Debian open-iscsi package).
-    const INITIATOR: &str = "## DO NOT EDIT OR REMOVE THIS FILE!
-## If you remove this file, the iSCSI daemon will not start.
-InitiatorName=iqn.1993-08.org.debian:01:5c8d368c2ff3
 ";
 
     #[test]
@@ -198,34 +136,9 @@ InitiatorName=iqn.1993-08.org.debian:01:5c8d368c2ff3
     }
 
     #[test]
-    fn finds_the_iscsid_socket() {
-        assert!(unix_listening(UNIX, ISCSID_SOCKET));
-        assert!(unix_listening(UNIX, "/run/udev/control"));
-        assert!(!unix_listening(UNIX, "@not_listening"));
-        let without = UNIX.replace(ISCSID_SOCKET, "@other");
-        assert!(!unix_listening(&without, ISCSID_SOCKET));
-    }
-
-    #[test]
     fn reads_socket_links() {
         assert_eq!(socket_inode("socket:[11040]"), Some(11040));
         assert_eq!(socket_inode("/dev/null"), None);
         assert_eq!(socket_inode("socket:[x]"), None);
-    }
-
-    #[test]
-    fn parses_initiator_name_files() {
-        assert_eq!(
-            initiator_name(INITIATOR),
-            InitiatorName::Named("iqn.1993-08.org.debian:01:5c8d368c2ff3".into())
-        );
-        assert_eq!(
-            initiator_name("## comment\nGenerateName=yes\n"),
-            InitiatorName::ToGenerate
-        );
-        assert_eq!(
-            initiator_name("#InitiatorName=iqn.2000-01.x:y\n"),
-            InitiatorName::Missing
-        );
     }
 }

@@ -3,19 +3,14 @@
 //! mounted, target_core_mod and iscsi_target_mod loaded; tgt: tgtd answers), and the portal
 //! port is free or held by that target.
 
-use std::collections::HashMap;
 use std::path::Path;
-
-use serde::Deserialize;
 
 use super::{distro, one_line, port, procfs, read, Finding, Host};
 use crate::cli::{DoctorStorageArgs, TargetBackendKind};
 use crate::error::full_message;
-use crate::exec::{Cmd, ExecError};
-use crate::lvm::{Lvm, LvmError};
-
-/// LVM's exit code when an object does not exist.
-const LVM_NOT_FOUND: i32 = 5;
+use crate::exec::ExecError;
+use crate::export::{lio, tgt};
+use crate::lvm::{LvKind, Lvm, LvmError};
 
 /// Runs every storage check.
 pub async fn check(host: &Host, args: &DoctorStorageArgs) -> Vec<Finding> {
@@ -37,41 +32,6 @@ pub async fn check(host: &Host, args: &DoctorStorageArgs) -> Vec<Finding> {
         args.target_backend,
     ));
     findings
-}
-
-/// An LVM JSON report (`--units b --nosuffix`: numbers as strings). The LVM layer's reports
-/// have no thin pool usage columns, hence this one for `lvs -o ...,data_percent`.
-#[derive(Debug, Deserialize)]
-struct Report<T> {
-    /// One entry per report type; we ask for one.
-    report: Vec<HashMap<String, Vec<T>>>,
-}
-
-/// The first row of an LVM JSON report.
-fn first_row<T: for<'de> Deserialize<'de>>(stdout: &[u8]) -> Option<T> {
-    let r: Report<T> = serde_json::from_slice(stdout).ok()?;
-    r.report
-        .into_iter()
-        .next()?
-        .into_values()
-        .next()?
-        .into_iter()
-        .next()
-}
-
-/// An `lvs` row of the thin pool.
-#[derive(Debug, Deserialize)]
-struct LvRow {
-    /// Attribute string; `t` first for a thin pool.
-    lv_attr: String,
-    /// Size in bytes.
-    lv_size: String,
-    /// Data usage in percent (thin pools).
-    #[serde(default)]
-    data_percent: String,
-    /// Metadata usage in percent (thin pools).
-    #[serde(default)]
-    metadata_percent: String,
 }
 
 /// Bytes as a short human size (`1.5 GiB`).
@@ -125,56 +85,46 @@ async fn volume_group(host: &Host, vg: &str) -> Finding {
 /// The thin pool exists, is a thin pool, and is not nearly full.
 async fn thin_pool(host: &Host, vg: &str, pool: &str) -> Finding {
     const NAME: &str = "thin-pool";
+    const RUN_LVS: &str = "run `lvs` as root on this host and fix what it reports";
     let lv = format!("{vg}/{pool}");
-    let cmd = Cmd::new("lvs").args([
-        "--reportformat",
-        "json",
-        "--units",
-        "b",
-        "--nosuffix",
-        "-o",
-        "lv_name,lv_attr,lv_size,data_percent,metadata_percent",
-        &lv,
-    ]);
-    let out = match host.output(cmd).await {
-        Ok(out) => out,
-        Err(e) => return lvm_missing(NAME, &e),
+    let usage = match Lvm::new(host.runner.clone()).pool_usage(vg, pool).await {
+        Ok(usage) => usage,
+        Err(LvmError::NotFound { stderr, .. }) => {
+            return Finding::fail(
+                NAME,
+                format!("thin pool {lv} not found: {stderr}"),
+                format!("create it (lvcreate -L <size> -T {lv}) or pass the right --thin-pool"),
+            )
+        }
+        Err(LvmError::Parse { .. }) => {
+            return Finding::warn(
+                NAME,
+                format!("lvs {lv} answered but its report could not be read"),
+                "check the lvm2 version (JSON reports need lvm2 2.02.158 or later)",
+            )
+        }
+        Err(LvmError::Command(ExecError::Failed { code, stderr, .. })) => {
+            return Finding::fail(
+                NAME,
+                format!("lvs {lv} failed (exit {code}): {stderr}"),
+                RUN_LVS,
+            )
+        }
+        Err(LvmError::Command(e)) => return lvm_missing(NAME, &e),
+        Err(e) => return Finding::fail(NAME, one_line(&full_message(&e)), RUN_LVS),
     };
-    if out.code == LVM_NOT_FOUND {
+    if usage.kind() != LvKind::ThinPool {
         return Finding::fail(
             NAME,
-            format!("thin pool {lv} not found: {}", one_line(&out.stderr)),
-            format!("create it (lvcreate -L <size> -T {lv}) or pass the right --thin-pool"),
-        );
-    }
-    if !out.success() {
-        return Finding::fail(
-            NAME,
-            format!(
-                "lvs {lv} failed (exit {}): {}",
-                out.code,
-                one_line(&out.stderr)
-            ),
-            "run `lvs` as root on this host and fix what it reports",
-        );
-    }
-    let Some(row) = first_row::<LvRow>(&out.stdout) else {
-        return Finding::warn(
-            NAME,
-            format!("lvs {lv} answered but its report could not be read"),
-            "check the lvm2 version (JSON reports need lvm2 2.02.158 or later)",
-        );
-    };
-    if !row.lv_attr.starts_with('t') {
-        return Finding::fail(
-            NAME,
-            format!("{lv} is not a thin pool (lv_attr {})", row.lv_attr),
+            format!("{lv} is not a thin pool (lv_attr {})", usage.attr),
             "name a thin pool LV (lv_attr starting with t) in --thin-pool",
         );
     }
-    let pct = |s: &str| s.parse::<f64>().unwrap_or(0.0);
-    let (data, meta) = (pct(&row.data_percent), pct(&row.metadata_percent));
-    let size = row.lv_size.parse::<u64>().map(human).unwrap_or(row.lv_size);
+    let (data, meta) = (
+        usage.data_percent.unwrap_or(0.0),
+        usage.metadata_percent.unwrap_or(0.0),
+    );
+    let size = human(usage.size);
     let detail = format!("{lv}: {size}, data {data:.1}% used, metadata {meta:.1}% used");
     const NEARLY_FULL: f64 = 90.0;
     if data >= NEARLY_FULL || meta >= NEARLY_FULL {
@@ -212,11 +162,9 @@ fn configfs(host: &Host, root: &Path) -> Finding {
 /// target_core_mod is loaded: LIO's `target/` directory exists in configfs.
 async fn target_core(host: &Host, root: &Path) -> Finding {
     const NAME: &str = "target_core_mod";
-    if host.module_loaded(NAME) && root.join("target").is_dir() {
-        return Finding::ok(
-            NAME,
-            format!("loaded ({} present)", root.join("target").display()),
-        );
+    let dir = lio::target_dir(root);
+    if host.module_loaded(NAME) && dir.is_dir() {
+        return Finding::ok(NAME, format!("loaded ({} present)", dir.display()));
     }
     missing_module(host, NAME, true).await
 }
@@ -254,19 +202,14 @@ async fn missing_module(host: &Host, name: &'static str, needed_now: bool) -> Fi
     }
 }
 
-/// tgtd answers tgtadm.
+/// tgtd answers tgtadm (the tgt backend's own probe).
 async fn tgtd(host: &Host) -> Finding {
     const NAME: &str = "tgtd";
-    let cmd = Cmd::new("tgtadm").args(["--lld", "iscsi", "--op", "show", "--mode", "sys"]);
-    match host.output(cmd).await {
-        Ok(out) if out.success() => Finding::ok(NAME, "tgtd answers tgtadm"),
-        Ok(out) => Finding::fail(
+    match tgt::tgtd_answers(host.runner.as_ref()).await {
+        Ok(()) => Finding::ok(NAME, "tgtd answers tgtadm"),
+        Err(ExecError::Failed { code, stderr, .. }) => Finding::fail(
             NAME,
-            format!(
-                "tgtd does not answer (exit {}): {}",
-                out.code,
-                one_line(&out.stderr)
-            ),
+            format!("tgtd does not answer (exit {code}): {stderr}"),
             "systemctl enable --now tgt",
         ),
         Err(e) => Finding::fail(
@@ -280,10 +223,9 @@ async fn tgtd(host: &Host) -> Finding {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::doctor::testutil::{find, Fixture};
     use crate::doctor::{blocking, Status};
-    use crate::exec::{FakeRunner, Output};
-    use std::path::PathBuf;
-    use std::sync::Arc;
+    use crate::exec::Output;
 
     /// Captured in the kernel lab.
     const VGS: &str = r#"  {
@@ -313,61 +255,29 @@ configfs 57344 3 iscsi_target_mod,target_core_mod, Live 0xffffffffc0578000
     const TCP_HEADER: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n";
     const LIO_LISTENING: &str = "   0: 00000000:0CBC 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 11157 1 0000000007466374 100 0 0 10 0\n";
 
-    struct Fixture {
-        dir: tempfile::TempDir,
-        runner: Arc<FakeRunner>,
+    /// A fake LIO host: configfs mounted, the target modules loaded, nothing listening.
+    fn fixture(respond: impl Fn(&[String]) -> Output + Send + Sync + 'static) -> Fixture {
+        let fx = Fixture::new(&["configfs/target"], respond);
+        let configfs = fx.path("configfs");
+        fx.write(
+            "proc/mounts",
+            &format!(
+                "proc /proc proc rw 0 0\nnone {} configfs rw,relatime 0 0\n",
+                configfs.display()
+            ),
+        );
+        fx.write("proc/modules", MODULES);
+        fx.write("proc/net/tcp", TCP_HEADER);
+        fx
     }
 
-    impl Fixture {
-        fn new(respond: impl Fn(&[String]) -> Output + Send + Sync + 'static) -> Self {
-            let dir = tempfile::tempdir().unwrap();
-            for d in ["proc/net", "sys/module", "configfs/target"] {
-                std::fs::create_dir_all(dir.path().join(d)).unwrap();
-            }
-            let fx = Fixture {
-                dir,
-                runner: Arc::new(FakeRunner::new(respond)),
-            };
-            let configfs = fx.path("configfs");
-            fx.write(
-                "proc/mounts",
-                &format!(
-                    "proc /proc proc rw 0 0\nnone {} configfs rw,relatime 0 0\n",
-                    configfs.display()
-                ),
-            );
-            fx.write("proc/modules", MODULES);
-            fx.write("proc/net/tcp", TCP_HEADER);
-            fx
-        }
+    /// The storage checks run on a fake host.
+    trait Storage {
+        async fn run(&self, backend: TargetBackendKind, pool: Option<&str>) -> Vec<Finding>;
+    }
 
-        fn path(&self, rel: &str) -> PathBuf {
-            self.dir.path().join(rel)
-        }
-
-        fn write(&self, rel: &str, text: &str) {
-            let p = self.path(rel);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, text).unwrap();
-        }
-
-        /// A process `pid` named `comm` holding socket `inode`.
-        fn process(&self, pid: u32, comm: &str, inode: u64) {
-            self.write(&format!("proc/{pid}/comm"), &format!("{comm}\n"));
-            std::fs::create_dir_all(self.path(&format!("proc/{pid}/fd"))).unwrap();
-            std::os::unix::fs::symlink(
-                format!("socket:[{inode}]"),
-                self.path(&format!("proc/{pid}/fd/3")),
-            )
-            .unwrap();
-        }
-
+    impl Storage for Fixture {
         async fn run(&self, backend: TargetBackendKind, pool: Option<&str>) -> Vec<Finding> {
-            let host = Host {
-                runner: self.runner.clone(),
-                proc_root: self.path("proc"),
-                sys_root: self.path("sys"),
-            };
             let args = DoctorStorageArgs {
                 volume_group: "csivg".into(),
                 thin_pool: pool.map(String::from),
@@ -375,12 +285,8 @@ configfs 57344 3 iscsi_target_mod,target_core_mod, Live 0xffffffffc0578000
                 configfs_root: self.path("configfs"),
                 portals: vec!["10.0.0.5:3260".parse().unwrap()],
             };
-            check(&host, &args).await
+            check(&self.host(), &args).await
         }
-    }
-
-    fn find<'a>(f: &'a [Finding], name: &str) -> &'a Finding {
-        f.iter().find(|x| x.name == name).expect(name)
     }
 
     fn lvm_ok(argv: &[String]) -> Output {
@@ -393,7 +299,7 @@ configfs 57344 3 iscsi_target_mod,target_core_mod, Live 0xffffffffc0578000
 
     #[tokio::test]
     async fn a_good_lio_host_passes() {
-        let fx = Fixture::new(lvm_ok);
+        let fx = fixture(lvm_ok);
         fx.write("proc/net/tcp", &format!("{TCP_HEADER}{LIO_LISTENING}"));
         fx.process(42, "sshd", 999);
         let f = fx.run(TargetBackendKind::Lio, Some("pool0")).await;
@@ -420,7 +326,7 @@ configfs 57344 3 iscsi_target_mod,target_core_mod, Live 0xffffffffc0578000
 
     #[tokio::test]
     async fn missing_lvm_objects_fail_with_a_fix() {
-        let fx = Fixture::new(|argv| match argv[0].as_str() {
+        let fx = fixture(|argv| match argv[0].as_str() {
             "vgs" => Output::failed(
                 5,
                 "  Volume group \"csivg\" not found\n  Cannot process volume group csivg\n",
@@ -443,13 +349,13 @@ configfs 57344 3 iscsi_target_mod,target_core_mod, Live 0xffffffffc0578000
 
     #[tokio::test]
     async fn a_plain_lv_or_a_full_pool_is_reported() {
-        let fx = Fixture::new(|argv| match argv[0].as_str() {
+        let fx = fixture(|argv| match argv[0].as_str() {
             "vgs" => Output::ok(VGS),
             _ => Output::ok(LVS_POOL.replace("twi-a-tz--", "-wi-a-----")),
         });
         let f = fx.run(TargetBackendKind::Lio, Some("pool0")).await;
         assert_eq!(find(&f, "thin-pool").status, Status::Fail);
-        let fx = Fixture::new(|argv| match argv[0].as_str() {
+        let fx = fixture(|argv| match argv[0].as_str() {
             "vgs" => Output::ok(VGS),
             _ => Output::ok(LVS_POOL.replace("\"0.00\"", "\"93.50\"")),
         });
@@ -462,7 +368,7 @@ configfs 57344 3 iscsi_target_mod,target_core_mod, Live 0xffffffffc0578000
 
     #[tokio::test]
     async fn lio_without_configfs_or_modules_fails() {
-        let fx = Fixture::new(|argv| match argv[0].as_str() {
+        let fx = fixture(|argv| match argv[0].as_str() {
             "vgs" => Output::ok(VGS),
             "modprobe" => Output::failed(1, "modprobe: FATAL: Module not found"),
             _ => Output::failed(1, "unexpected"),
@@ -484,7 +390,7 @@ configfs 57344 3 iscsi_target_mod,target_core_mod, Live 0xffffffffc0578000
 
     #[tokio::test]
     async fn an_unloaded_but_available_iscsi_target_mod_is_a_warning() {
-        let fx = Fixture::new(|argv| match argv[0].as_str() {
+        let fx = fixture(|argv| match argv[0].as_str() {
             "vgs" => Output::ok(VGS),
             _ => Output::ok(""),
         });
@@ -497,7 +403,7 @@ configfs 57344 3 iscsi_target_mod,target_core_mod, Live 0xffffffffc0578000
 
     #[tokio::test]
     async fn a_port_held_by_another_process_is_named() {
-        let fx = Fixture::new(lvm_ok);
+        let fx = fixture(lvm_ok);
         fx.write("proc/net/tcp", &format!("{TCP_HEADER}{LIO_LISTENING}"));
         fx.process(77, "tgtd", 11157);
         let f = fx.run(TargetBackendKind::Lio, None).await;
@@ -508,7 +414,7 @@ configfs 57344 3 iscsi_target_mod,target_core_mod, Live 0xffffffffc0578000
             "tgtd (pid 77) listens on 0.0.0.0:3260; LIO cannot bind its portal"
         );
 
-        let fx = Fixture::new(lvm_ok);
+        let fx = fixture(lvm_ok);
         fx.write("proc/net/tcp", &format!("{TCP_HEADER}{LIO_LISTENING}"));
         fx.process(78, "nc", 11157);
         let f = fx.run(TargetBackendKind::Lio, None).await;
@@ -520,7 +426,7 @@ configfs 57344 3 iscsi_target_mod,target_core_mod, Live 0xffffffffc0578000
 
     #[tokio::test]
     async fn tgt_backend_checks_tgtd_and_its_port() {
-        let fx = Fixture::new(|argv| match argv[0].as_str() {
+        let fx = fixture(|argv| match argv[0].as_str() {
             "vgs" => Output::ok(VGS),
             "tgtadm" => Output::ok("System:\n    State: ready\n"),
             _ => Output::failed(1, "unexpected"),
@@ -531,7 +437,7 @@ configfs 57344 3 iscsi_target_mod,target_core_mod, Live 0xffffffffc0578000
         assert!(f.iter().all(|x| x.status == Status::Ok), "{f:#?}");
         assert!(f.iter().all(|x| x.name != "configfs"));
 
-        let fx = Fixture::new(|argv| {
+        let fx = fixture(|argv| {
             match argv[0].as_str() {
             "vgs" => Output::ok(VGS),
             _ => Output::failed(107, "tgtadm: failed to send request hdr to tgt daemon, Transport endpoint is not connected"),

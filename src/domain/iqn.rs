@@ -164,6 +164,48 @@ fn check(name: &str) -> Result<(), String> {
     }
 }
 
+/// What open-iscsi's initiator name file (`/etc/iscsi/initiatorname.iscsi`) holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InitiatorNameFile {
+    /// `InitiatorName=<name>`: the value as written, not yet validated ([`Self::iqn`]).
+    Named(String),
+    /// Only `GenerateName=yes`: the packaging asks for a name to be generated at first start.
+    ToGenerate,
+    /// Neither line.
+    Missing,
+}
+
+impl InitiatorNameFile {
+    /// Parses the file's text: its first `InitiatorName=` line (`#` starts a comment line).
+    pub fn parse(text: &str) -> Self {
+        let mut generate = false;
+        for line in text.lines().map(str::trim) {
+            if line.starts_with('#') {
+                continue;
+            }
+            if let Some(name) = line.strip_prefix("InitiatorName=") {
+                return InitiatorNameFile::Named(name.trim().to_string());
+            }
+            if line.eq_ignore_ascii_case("GenerateName=yes") {
+                generate = true;
+            }
+        }
+        if generate {
+            InitiatorNameFile::ToGenerate
+        } else {
+            InitiatorNameFile::Missing
+        }
+    }
+
+    /// The name, when the file holds a valid one.
+    pub fn iqn(&self) -> Option<Iqn> {
+        match self {
+            InitiatorNameFile::Named(name) => name.parse().ok(),
+            InitiatorNameFile::ToGenerate | InitiatorNameFile::Missing => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,5 +305,38 @@ mod tests {
         for n in names {
             assert!(is_iqn(n), "{n}");
         }
+    }
+
+    #[test]
+    fn parses_initiator_name_files() {
+        // From the kernel lab (Debian open-iscsi package).
+        let debian = "## DO NOT EDIT OR REMOVE THIS FILE!
+## If you remove this file, the iSCSI daemon will not start.
+InitiatorName=iqn.1993-08.org.debian:01:5c8d368c2ff3
+";
+        assert_eq!(
+            InitiatorNameFile::parse(debian),
+            InitiatorNameFile::Named("iqn.1993-08.org.debian:01:5c8d368c2ff3".into())
+        );
+        assert_eq!(
+            InitiatorNameFile::parse(debian)
+                .iqn()
+                .as_ref()
+                .map(Iqn::as_str),
+            Some("iqn.1993-08.org.debian:01:5c8d368c2ff3")
+        );
+        assert_eq!(
+            InitiatorNameFile::parse("## comment\nGenerateName=yes\n"),
+            InitiatorNameFile::ToGenerate
+        );
+        assert_eq!(
+            InitiatorNameFile::parse("#InitiatorName=iqn.2000-01.x:y\n"),
+            InitiatorNameFile::Missing
+        );
+        assert_eq!(
+            InitiatorNameFile::parse("InitiatorName=iqn.x:a\n").iqn(),
+            None
+        );
+        assert_eq!(InitiatorNameFile::Missing.iqn(), None);
     }
 }

@@ -2,7 +2,8 @@
 //! once where it enters (command line, request) and typed everywhere after.
 //!
 //! - [`VolumeId`]: `<vg>/<lv>` in LVM's alphabet, and the names derived from it.
-//! - [`Iqn`]: an iSCSI name (RFC 3720), initiator or target.
+//! - [`Iqn`]: an iSCSI name (RFC 3720), initiator or target; [`InitiatorNameFile`]: what
+//!   open-iscsi's initiator name file holds.
 //! - [`Portal`]: `ADDRESS[:PORT]`, port 3260 by default.
 //! - [`chap`]: the CHAP key and the per-(volume, initiator) credentials derived from it.
 //! - [`PublishContext`]: what ControllerPublishVolume tells NodeStageVolume.
@@ -17,7 +18,7 @@ pub mod volume_id;
 
 pub use access::AccessMode;
 pub use chap::ChapKey;
-pub use iqn::Iqn;
+pub use iqn::{InitiatorNameFile, Iqn};
 pub use portal::Portal;
 pub use publish_context::PublishContext;
 pub use volume_id::VolumeId;

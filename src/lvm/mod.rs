@@ -1,6 +1,6 @@
 //! LVM through its command-line tools (`lvs`, `vgs`, `lvcreate`, `lvremove`, `lvchange`),
 //! run with the crate's [`Runner`](crate::exec::Runner): reports read as JSON
-//! ([`report`]), the driver's state kept in LV tags ([`tags`]), failures classified at the
+//! ([`report`]; a thin pool's usage, [`pool`]), the driver's state kept in LV tags ([`tags`]), failures classified at the
 //! source ([`error`]).
 //!
 //! Contract: every method is one LVM command; "not found" is [`LvmError::NotFound`] and the
@@ -8,10 +8,12 @@
 
 pub mod error;
 pub mod fake;
+pub mod pool;
 pub mod report;
 pub mod tags;
 
 pub use error::LvmError;
+pub use pool::PoolUsage;
 pub use report::{Lv, LvKind, Vg, VgLvs, VgSpace};
 
 use crate::exec::{Cmd, SharedRunner};
@@ -120,6 +122,25 @@ impl Lvm {
             command: cmd.display(),
             detail: e.0,
         })
+    }
+
+    /// The size and usage of thin pool `vg/pool`: a missing pool or VG is
+    /// [`LvmError::NotFound`] (with LVM's message), a report without its row
+    /// [`LvmError::Parse`].
+    pub async fn pool_usage(&self, vg: &str, pool: &str) -> Result<PoolUsage, LvmError> {
+        let cmd = Cmd::new("lvs")
+            .args(report_args(pool::POOL_FIELDS))
+            .arg(format!("{vg}/{pool}"));
+        let out = self.output(&cmd).await?;
+        let parse_error = |detail: String| LvmError::Parse {
+            command: cmd.display(),
+            detail,
+        };
+        pool::parse_pool_usage(&out)
+            .map_err(|e| parse_error(e.0))?
+            .into_iter()
+            .find(|p| p.name == pool)
+            .ok_or_else(|| parse_error(format!("no row for {pool}")))
     }
 
     /// Creates an LV with its tags. A thick LV gets its signatures wiped and its start
@@ -447,6 +468,32 @@ mod tests {
                 r#"lvchange --addtag a=1 --deltag p=2 --select lv_tags=["n=1","p=2"] csivg/pvc-1"#,
                 r#"lvchange --addtag a=1 --select lv_tags=["n=1"] csivg/pvc-1"#
             ]
+        );
+    }
+
+    #[tokio::test]
+    async fn pool_usage_is_one_lvs_of_the_pool() {
+        let (lvm, fake) = fake_lvm(|argv| match argv.last().map(String::as_str) {
+            Some("csivg/pool0") => Output::ok(
+                r#"{"report":[{"lv":[{"lv_name":"pool0", "lv_attr":"twi-a-tz--", "lv_size":"134217728", "data_percent":"0.00", "metadata_percent":"10.84"}]}]}"#,
+            ),
+            Some("csivg/empty") => Output::ok(r#"{"report":[{"lv":[]}]}"#),
+            _ => Output::failed(5, "  Failed to find logical volume \"csivg/nope\"\n"),
+        });
+        let p = lvm.pool_usage("csivg", "pool0").await.unwrap();
+        assert_eq!((p.size, p.metadata_percent), (134217728, Some(10.84)));
+        assert!(matches!(
+            lvm.pool_usage("csivg", "nope").await,
+            Err(LvmError::NotFound { .. })
+        ));
+        assert!(matches!(
+            lvm.pool_usage("csivg", "empty").await,
+            Err(LvmError::Parse { .. })
+        ));
+        assert_eq!(
+            fake.calls()[0],
+            "lvs --reportformat json --units b --nosuffix -o \
+             lv_name,lv_attr,lv_size,data_percent,metadata_percent csivg/pool0"
         );
     }
 

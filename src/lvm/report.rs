@@ -1,6 +1,7 @@
 //! Pure parsing of LVM's JSON reports (`lvs`/`vgs --reportformat json --units b --nosuffix`):
 //! one call, typed rows, no column scraping (TopoLVM's lvm_state_json.go).
 
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 /// The `lvs -o` columns this driver reads, in the order the tests' samples have them.
@@ -31,6 +32,19 @@ pub enum LvKind {
     Snapshot,
     /// Anything else (RAID, cache, internal LVs...).
     Other,
+}
+
+impl LvKind {
+    /// The kind an `lv_attr` string names (its first character).
+    pub fn of_attr(attr: &str) -> Self {
+        match attr.chars().next() {
+            Some('-' | 'o' | 'O') => LvKind::Thick,
+            Some('s' | 'S') => LvKind::Snapshot,
+            Some('V') => LvKind::Thin,
+            Some('t') => LvKind::ThinPool,
+            _ => LvKind::Other,
+        }
+    }
 }
 
 /// One logical volume.
@@ -64,13 +78,7 @@ pub struct Lv {
 impl Lv {
     /// The LV's kind, from `lv_attr`.
     pub fn kind(&self) -> LvKind {
-        match self.attr.chars().next() {
-            Some('-' | 'o' | 'O') => LvKind::Thick,
-            Some('s' | 'S') => LvKind::Snapshot,
-            Some('V') => LvKind::Thin,
-            Some('t') => LvKind::ThinPool,
-            _ => LvKind::Other,
-        }
+        LvKind::of_attr(&self.attr)
     }
 
     /// Whether the LV is active (its device exists): `a` in the state column of `lv_attr`.
@@ -134,9 +142,10 @@ struct Report<T> {
 }
 
 #[derive(Deserialize)]
-struct LvSection {
+#[serde(bound(deserialize = "T: Deserialize<'de>"))]
+struct LvSection<T> {
     #[serde(default)]
-    lv: Vec<RawLv>,
+    lv: Vec<T>,
 }
 
 #[derive(Deserialize)]
@@ -182,12 +191,12 @@ struct RawVg {
 
 /// Parses `lvs --reportformat json --units b --nosuffix -o LV_FIELDS` output.
 pub fn parse_lvs(json: &[u8]) -> Result<Vec<Lv>, ReportError> {
-    raw_lvs(json)?.into_iter().map(lv).collect()
+    lv_rows(json)?.into_iter().map(lv).collect()
 }
 
 /// Parses `lvs --reportformat json --units b --nosuffix -o LV_VG_FIELDS <vg>` output.
 pub fn parse_vg_lvs(json: &[u8]) -> Result<VgLvs, ReportError> {
-    let raw = raw_lvs(json)?;
+    let raw: Vec<RawLv> = lv_rows(json)?;
     let space = match raw.first() {
         None => None,
         Some(r) => {
@@ -210,8 +219,9 @@ pub fn parse_vg_lvs(json: &[u8]) -> Result<VgLvs, ReportError> {
     })
 }
 
-fn raw_lvs(json: &[u8]) -> Result<Vec<RawLv>, ReportError> {
-    let report: Report<LvSection> =
+/// The rows of an `lvs` JSON report, whatever its columns.
+pub(super) fn lv_rows<T: DeserializeOwned>(json: &[u8]) -> Result<Vec<T>, ReportError> {
+    let report: Report<LvSection<T>> =
         serde_json::from_slice(json).map_err(|e| ReportError(format!("lvs JSON: {e}")))?;
     Ok(report.report.into_iter().flat_map(|s| s.lv).collect())
 }
@@ -264,7 +274,7 @@ pub fn parse_vgs(json: &[u8]) -> Result<Vec<Vg>, ReportError> {
 }
 
 /// A percentage as printed by `lvs` (`9.38`); empty when LVM has none for the LV.
-fn percent(field: &str, value: &str) -> Result<Option<f64>, ReportError> {
+pub(super) fn percent(field: &str, value: &str) -> Result<Option<f64>, ReportError> {
     let value = value.trim();
     if value.is_empty() {
         return Ok(None);
@@ -332,7 +342,7 @@ pub fn lv_time(value: &str) -> Result<Option<i64>, ReportError> {
 }
 
 /// A byte count as printed with `--units b --nosuffix` (older LVM versions append `B`).
-fn bytes(field: &str, value: &str) -> Result<u64, ReportError> {
+pub(super) fn bytes(field: &str, value: &str) -> Result<u64, ReportError> {
     value
         .trim()
         .trim_end_matches('B')

@@ -148,15 +148,22 @@ pub enum Login {
 }
 
 /// The abstract unix socket iscsid listens on for iscsiadm.
-const ISCSID_SOCKET: &str = "@ISCSIADM_ABSTRACT_NAMESPACE";
+pub const ISCSID_SOCKET: &str = "@ISCSIADM_ABSTRACT_NAMESPACE";
 
 /// Whether iscsid listens, from a `/proc/PID/net/unix` table of the network namespace
 /// iscsiadm runs in (iscsiadm only needs iscsid for logins and logouts, so listing sessions
-/// cannot tell).
+/// cannot tell): a socket at [`ISCSID_SOCKET`] with the listening flag `__SO_ACCEPTCON`
+/// (00010000; the connections iscsid accepted show the same path without it).
 pub fn lists_iscsid(unix_table: &str) -> bool {
-    unix_table
-        .lines()
-        .any(|l| l.split_whitespace().last() == Some(ISCSID_SOCKET))
+    const ACCEPTCON: u32 = 0x0001_0000;
+    unix_table.lines().any(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let listening = f
+            .get(3)
+            .and_then(|flags| u32::from_str_radix(flags, 16).ok())
+            .is_some_and(|flags| flags & ACCEPTCON != 0);
+        listening && f.get(7) == Some(&ISCSID_SOCKET)
+    })
 }
 
 /// Parses `iscsiadm -m session` (`tcp: [SID] ADDRESS:PORT,TPGT IQN (non-flash)`).
@@ -574,6 +581,18 @@ mod tests {
         ));
         assert!(!lists_iscsid(
             "0: 2 0 0 1 1 9 @ISCSIADM_ABSTRACT_NAMESPACE_OTHER\n"
+        ));
+        // From the lab: udev's control socket, iscsid's, and a connected one; then iscsid's
+        // path on a socket that does not listen.
+        let table = "Num       RefCount Protocol Flags    Type St Inode Path
+0000000039f5bca1: 00000002 00000000 00010000 0005 01 10977 /run/udev/control
+00000000b7dced45: 00000003 00000000 00000000 0002 03 10980
+0000000045e726f8: 00000002 00000000 00010000 0001 01 11040 @ISCSIADM_ABSTRACT_NAMESPACE
+";
+        assert!(lists_iscsid(table));
+        assert!(!lists_iscsid(&table.replace(ISCSID_SOCKET, "@other")));
+        assert!(!lists_iscsid(
+            &table.replace("00010000 0001 01 11040", "00000000 0001 03 11040")
         ));
     }
 }

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use crate::cli::{IscsiadmMode, NodeArgs};
 use crate::csi::identity_server::IdentityServer;
 use crate::csi::node_server::NodeServer;
-use crate::domain::Iqn;
+use crate::domain::{InitiatorNameFile, Iqn};
 use crate::error::full_message;
 use crate::exec::{SharedRunner, TokioRunner};
 use crate::identity::{Health, IdentityService, Readiness};
@@ -45,13 +45,7 @@ pub fn read_initiator_name(path: &Path) -> Result<Iqn, String> {
 
 /// The IQN of the first `InitiatorName=` line, if it is a valid iSCSI name.
 fn parse_initiator_name(text: &str) -> Option<Iqn> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix("InitiatorName="))?
-        .trim()
-        .parse()
-        .ok()
+    InitiatorNameFile::parse(text).iqn()
 }
 
 /// Probe: iscsiadm works and iscsid listens (and, on the way, the session gauge).

@@ -50,6 +50,11 @@ const TPG: &str = "tpgt_1";
 /// The LUN directory (in the TPG and in each ACL): LUN 0.
 const LUN: &str = "lun_0";
 
+/// LIO's directory in configfs mounted at `configfs_root`: target_core_mod creates it.
+pub fn target_dir(configfs_root: &Path) -> PathBuf {
+    configfs_root.join("target")
+}
+
 /// The LIO backend.
 pub struct LioBackend {
     /// The state shared with blocking tasks.
@@ -78,7 +83,7 @@ impl LioBackend {
     fn with_configfs(configfs_root: PathBuf, iqn_prefix: String, fs: Arc<dyn Configfs>) -> Self {
         LioBackend {
             inner: Arc::new(Lio {
-                root: configfs_root.join("target"),
+                root: target_dir(&configfs_root),
                 prefix: normalize_prefix(iqn_prefix),
                 fs,
                 portals: Mutex::new(()),

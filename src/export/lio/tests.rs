@@ -392,3 +392,11 @@ async fn a_portal_refused_with_einval_is_tried_again() {
     let err = b.ensure_export(&spec()).await.unwrap_err();
     assert!(err.to_string().contains("np/127.0.0.1:3260"), "{err}");
 }
+
+#[test]
+fn lio_lives_in_configfs_target() {
+    assert_eq!(
+        target_dir(Path::new("/sys/kernel/config")),
+        Path::new("/sys/kernel/config/target")
+    );
+}

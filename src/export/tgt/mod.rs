@@ -43,7 +43,7 @@ use super::{
 };
 use crate::domain::chap::Credential;
 use crate::domain::iqn::is_iqn;
-use crate::exec::{Cmd, ExecError, Output, SharedRunner};
+use crate::exec::{Cmd, ExecError, Output, Runner, SharedRunner};
 
 /// The LUN of the volume (LUN 0 is tgt's controller LUN).
 const DATA_LUN: u32 = 1;
@@ -129,6 +129,12 @@ fn free_tid(targets: &[Target]) -> u32 {
     (1..)
         .find(|tid| targets.iter().all(|t| t.tid != *tid))
         .unwrap_or(u32::MAX)
+}
+
+/// Whether tgtd answers tgtadm (`--mode sys --op show`): a run that exits non-zero is
+/// [`ExecError::Failed`] (tgtd down), one that cannot start another [`ExecError`] (no tgt).
+pub async fn tgtd_answers(runner: &dyn Runner) -> Result<(), ExecError> {
+    runner.run(&tgtadm("sys", "show")).await.map(drop)
 }
 
 /// The tgt backend.
@@ -302,14 +308,12 @@ impl TgtBackend {
 #[async_trait]
 impl TargetBackend for TgtBackend {
     async fn probe(&self) -> Result<(), TargetError> {
-        let cmd = tgtadm("sys", "show");
-        match self.runner.output(&cmd).await {
-            Ok(out) if out.success() => Ok(()),
-            Ok(out) => Err(TargetError::Unavailable {
+        match tgtd_answers(self.runner.as_ref()).await {
+            Ok(()) => Ok(()),
+            Err(e @ ExecError::Failed { .. }) => Err(TargetError::Unavailable {
                 backend: "tgt",
                 reason: format!(
-                    "tgtd is not answering ({}): start it (systemctl start tgt, or tgtd)",
-                    ExecError::failed(&cmd, &out)
+                    "tgtd is not answering ({e}): start it (systemctl start tgt, or tgtd)"
                 ),
             }),
             Err(e) => Err(TargetError::Unavailable {

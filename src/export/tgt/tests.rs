@@ -377,6 +377,18 @@ async fn probe_explains_a_missing_daemon() {
 }
 
 #[tokio::test]
+async fn tgtd_answers_tells_a_stopped_daemon_from_a_missing_tool() {
+    let (_, _, runner) = backend();
+    tgtd_answers(runner.as_ref()).await.unwrap();
+    assert_eq!(runner.calls(), ["tgtadm --lld iscsi --mode sys --op show"]);
+    let down = FakeRunner::new(|_| Output::failed(107, "tgtadm: failed to send request\n"));
+    assert!(matches!(
+        tgtd_answers(&down).await,
+        Err(ExecError::Failed { code: 107, .. })
+    ));
+}
+
+#[tokio::test]
 async fn resize_reopens_the_backing_store_once_keeping_sessions_and_serial() {
     let (b, tgtd, runner) = backend();
     b.ensure_export(&spec()).await.unwrap();

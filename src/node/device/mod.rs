@@ -298,6 +298,11 @@ impl Sysfs {
         Ok(None)
     }
 
+    /// Whether kernel module `name` is loaded or built in: `module/<name>` exists.
+    pub fn module_loaded(&self, name: &str) -> bool {
+        self.sys.join("module").join(name).exists()
+    }
+
     /// How many iSCSI sessions this host has (for the metrics gauge; 0 when unreadable).
     pub fn session_count(&self) -> u64 {
         list(&self.sys.join("class/iscsi_session"))

@@ -182,3 +182,13 @@ fn a_session_names_the_portal_it_is_connected_to() {
     fs.remove_session(3);
     assert_eq!(s.session_portal(3).unwrap(), None);
 }
+
+#[test]
+fn modules_are_directories_under_module() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Sysfs::new(dir.path(), dir.path().join("dev"));
+    assert!(!s.module_loaded("iscsi_tcp"));
+    std::fs::create_dir_all(dir.path().join("module/iscsi_tcp")).unwrap();
+    assert!(s.module_loaded("iscsi_tcp"));
+    assert!(!s.module_loaded("target_core_mod"));
+}
