@@ -171,4 +171,12 @@ mod tests {
             .unwrap();
         server.await.unwrap();
     }
+
+    /// In a pod the client speaks HTTPS to the apiserver: building it needs a rustls crypto
+    /// provider, whose absence is a panic at start-up (seen on the lab's real cluster).
+    #[tokio::test]
+    async fn an_https_client_builds() {
+        let config = kube::Config::new("https://10.96.0.1:443".parse().unwrap());
+        Client::try_from(config).expect("an HTTPS client");
+    }
 }
