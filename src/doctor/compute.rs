@@ -245,7 +245,8 @@ fn kubelet_dir(view: &View, dir: &Path) -> Finding {
 mod tests {
     use super::*;
     use crate::doctor::{blocking, Status};
-    use crate::exec::{FakeRunner, Output};
+    use crate::exec::fake::FakeRunner;
+    use crate::exec::Output;
     use std::sync::Arc;
 
     const UNIX_WITH_ISCSID: &str = "Num       RefCount Protocol Flags    Type St Inode Path

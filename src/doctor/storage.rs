@@ -281,7 +281,8 @@ async fn tgtd(host: &Host) -> Finding {
 mod tests {
     use super::*;
     use crate::doctor::{blocking, Status};
-    use crate::exec::{FakeRunner, Output};
+    use crate::exec::fake::FakeRunner;
+    use crate::exec::Output;
     use std::path::PathBuf;
     use std::sync::Arc;
 

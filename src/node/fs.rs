@@ -242,7 +242,8 @@ impl Filesystems {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exec::{FakeRunner, Output};
+    use crate::exec::fake::FakeRunner;
+    use crate::exec::Output;
     use std::sync::Arc;
 
     #[test]

@@ -390,7 +390,7 @@ impl Iscsiadm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exec::FakeRunner;
+    use crate::exec::fake::FakeRunner;
     use std::sync::Arc;
 
     /// `iscsiadm -m session` output captured in the lab (open-iscsi 2.1.8).

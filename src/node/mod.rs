@@ -16,6 +16,7 @@
 pub mod context;
 pub mod device;
 pub mod error;
+#[cfg(any(test, feature = "testing"))]
 pub mod fake;
 pub mod fs;
 pub mod iscsi;
@@ -30,8 +31,6 @@ mod startup;
 mod stats;
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod testutil;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
