@@ -1,7 +1,7 @@
-//! `impl Controller`: each RPC opens a span carrying the volume id, validates the request
-//! (INVALID_ARGUMENT before any lock or command), takes the per-volume guard (ABORTED when
-//! busy; CreateVolume locks the name) and calls one function of [`super::create`],
-//! [`super::publish`], [`super::expand`] or [`super::query`].
+//! `impl Controller`: each RPC records the volume id on the RPC's span ([`crate::rpc`]),
+//! validates the request (INVALID_ARGUMENT before any lock or command), takes the
+//! per-volume guard (ABORTED when busy; CreateVolume locks the name) and calls one function
+//! of [`super::create`], [`super::publish`], [`super::expand`] or [`super::query`].
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use crate::csi::*;
 use crate::export::TargetBackend;
 use crate::lvm::Lvm;
 use crate::ops::VolumeLocks;
+use crate::rpc::annotate;
 
 use super::copy::{BlockCopier, DeviceCopier};
 use super::create::{parse_known, validate_create, validate_delete};
@@ -87,29 +88,19 @@ impl ControllerService {
     }
 }
 
-/// Turns an outcome into the gRPC answer, logging failures with their code.
+/// [`crate::rpc::reply`] for controller errors (which also tells `?` in the RPCs' blocks
+/// what to convert to).
 fn reply<T>(rpc: &'static str, result: Result<T, ControllerError>) -> Result<Response<T>, Status> {
-    match result {
-        Ok(answer) => Ok(Response::new(answer)),
-        Err(e) => {
-            let status = Status::from(e);
-            if status.code() == tonic::Code::Internal {
-                tracing::error!(rpc, code = ?status.code(), error = status.message(), "failed");
-            } else {
-                tracing::warn!(rpc, code = ?status.code(), error = status.message(), "failed");
-            }
-            Err(status)
-        }
-    }
+    crate::rpc::reply(rpc, result)
 }
 
 #[async_trait]
 impl Controller for ControllerService {
-    #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
     async fn create_volume(
         &self,
         request: Request<CreateVolumeRequest>,
     ) -> Result<Response<CreateVolumeResponse>, Status> {
+        annotate(&request);
         let req = request.into_inner();
         let core = &self.core;
         reply("CreateVolume", async {
@@ -137,11 +128,11 @@ impl Controller for ControllerService {
         .await)
     }
 
-    #[tracing::instrument(skip_all, fields(volume_id = %request.get_ref().volume_id))]
     async fn delete_volume(
         &self,
         request: Request<DeleteVolumeRequest>,
     ) -> Result<Response<DeleteVolumeResponse>, Status> {
+        annotate(&request);
         let req = request.into_inner();
         let core = &self.core;
         reply(
@@ -158,14 +149,11 @@ impl Controller for ControllerService {
         )
     }
 
-    #[tracing::instrument(skip_all, fields(
-        volume_id = %request.get_ref().volume_id,
-        node_id = %request.get_ref().node_id,
-    ))]
     async fn controller_publish_volume(
         &self,
         request: Request<ControllerPublishVolumeRequest>,
     ) -> Result<Response<ControllerPublishVolumeResponse>, Status> {
+        annotate(&request);
         let req = request.into_inner();
         let core = &self.core;
         reply(
@@ -190,14 +178,11 @@ impl Controller for ControllerService {
         )
     }
 
-    #[tracing::instrument(skip_all, fields(
-        volume_id = %request.get_ref().volume_id,
-        node_id = %request.get_ref().node_id,
-    ))]
     async fn controller_unpublish_volume(
         &self,
         request: Request<ControllerUnpublishVolumeRequest>,
     ) -> Result<Response<ControllerUnpublishVolumeResponse>, Status> {
+        annotate(&request);
         let req = request.into_inner();
         let core = &self.core;
         reply(
@@ -214,11 +199,11 @@ impl Controller for ControllerService {
         )
     }
 
-    #[tracing::instrument(skip_all, fields(volume_id = %request.get_ref().volume_id))]
     async fn validate_volume_capabilities(
         &self,
         request: Request<ValidateVolumeCapabilitiesRequest>,
     ) -> Result<Response<ValidateVolumeCapabilitiesResponse>, Status> {
+        annotate(&request);
         let req = request.into_inner();
         reply(
             "ValidateVolumeCapabilities",
@@ -226,7 +211,6 @@ impl Controller for ControllerService {
         )
     }
 
-    #[tracing::instrument(skip_all)]
     async fn list_volumes(
         &self,
         request: Request<ListVolumesRequest>,
@@ -237,7 +221,6 @@ impl Controller for ControllerService {
         )
     }
 
-    #[tracing::instrument(skip_all)]
     async fn get_capacity(
         &self,
         request: Request<GetCapacityRequest>,
@@ -245,7 +228,6 @@ impl Controller for ControllerService {
         reply("GetCapacity", self.core.capacity(request.get_ref()).await)
     }
 
-    #[tracing::instrument(level = "debug", skip_all)]
     async fn controller_get_capabilities(
         &self,
         _: Request<ControllerGetCapabilitiesRequest>,
@@ -261,11 +243,11 @@ impl Controller for ControllerService {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(volume_id = %request.get_ref().volume_id))]
     async fn controller_get_volume(
         &self,
         request: Request<ControllerGetVolumeRequest>,
     ) -> Result<Response<ControllerGetVolumeResponse>, Status> {
+        annotate(&request);
         let core = &self.core;
         reply(
             "ControllerGetVolume",
@@ -277,14 +259,11 @@ impl Controller for ControllerService {
         )
     }
 
-    #[tracing::instrument(skip_all, fields(
-        name = %request.get_ref().name,
-        source_volume_id = %request.get_ref().source_volume_id,
-    ))]
     async fn create_snapshot(
         &self,
         request: Request<CreateSnapshotRequest>,
     ) -> Result<Response<CreateSnapshotResponse>, Status> {
+        annotate(&request);
         let req = request.into_inner();
         let core = &self.core;
         reply(
@@ -303,11 +282,11 @@ impl Controller for ControllerService {
         )
     }
 
-    #[tracing::instrument(skip_all, fields(snapshot_id = %request.get_ref().snapshot_id))]
     async fn delete_snapshot(
         &self,
         request: Request<DeleteSnapshotRequest>,
     ) -> Result<Response<DeleteSnapshotResponse>, Status> {
+        annotate(&request);
         let req = request.into_inner();
         let core = &self.core;
         reply(
@@ -327,7 +306,6 @@ impl Controller for ControllerService {
         )
     }
 
-    #[tracing::instrument(skip_all)]
     async fn list_snapshots(
         &self,
         request: Request<ListSnapshotsRequest>,
@@ -338,11 +316,11 @@ impl Controller for ControllerService {
         )
     }
 
-    #[tracing::instrument(skip_all, fields(snapshot_id = %request.get_ref().snapshot_id))]
     async fn get_snapshot(
         &self,
         request: Request<GetSnapshotRequest>,
     ) -> Result<Response<GetSnapshotResponse>, Status> {
+        annotate(&request);
         let core = &self.core;
         reply(
             "GetSnapshot",
@@ -361,11 +339,11 @@ impl Controller for ControllerService {
         )
     }
 
-    #[tracing::instrument(skip_all, fields(volume_id = %request.get_ref().volume_id))]
     async fn controller_expand_volume(
         &self,
         request: Request<ControllerExpandVolumeRequest>,
     ) -> Result<Response<ControllerExpandVolumeResponse>, Status> {
+        annotate(&request);
         let req = request.into_inner();
         let core = &self.core;
         reply(

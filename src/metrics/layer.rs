@@ -1,6 +1,7 @@
-//! The tower layer every CSI server runs under: one tracing span per RPC (so every log line
-//! of a call carries the method), the in-flight gauge, the latency histogram and the call
-//! counter by gRPC code.
+//! The tower layer every CSI server runs under: it opens the one tracing span of each RPC
+//! ([`crate::rpc::span`], on which the services record the volume id, so every log line of a
+//! call carries the method and the volume) and records the call in it: the in-flight gauge,
+//! the latency histogram and the call counter by gRPC code.
 //!
 //! The code comes from the response's `grpc-status` header: tonic answers an error with a
 //! trailers-only response, whose headers carry the status; a successful unary call sends the
@@ -70,7 +71,7 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let labels = rpc_labels(req.uri().path());
-        let span = tracing::info_span!("rpc", method = %labels.method);
+        let span = crate::rpc::span(&labels.method);
         let quiet = labels.service == "Identity";
         let started = Instant::now();
         let mut call = Call {

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::csi::{CapacityRange, NodeExpandVolumeRequest, NodeExpandVolumeResponse};
+use crate::csi::{CapacityRange, NodeExpandVolumeRequest};
 
 use super::context::{self, Access};
 use super::device::BlockDevice;
@@ -49,25 +49,43 @@ fn required_bytes(range: Option<&CapacityRange>) -> Result<u64, NodeError> {
     Ok(required)
 }
 
+/// A validated NodeExpandVolume.
+pub(super) struct Expand {
+    /// The volume, as named.
+    volume_id: String,
+    /// Where it is staged or published, as given.
+    volume_path: String,
+    /// The size the disk must reach.
+    required: u64,
+    /// The access type, when the request says.
+    access: Option<Access>,
+}
+
+/// Validates NodeExpandVolume.
+pub(super) fn validate_expand(req: &NodeExpandVolumeRequest) -> Result<Expand, NodeError> {
+    context::volume_id(&req.volume_id)?;
+    if req.volume_path.is_empty() {
+        return Err(NodeError::invalid("volume_path", "must not be empty"));
+    }
+    let required = required_bytes(req.capacity_range.as_ref())?;
+    let access = match &req.volume_capability {
+        Some(cap) => Some(context::capability(Some(cap))?.access),
+        None => None,
+    };
+    if !req.staging_target_path.is_empty() {
+        context::abs_path("staging_target_path", &req.staging_target_path)?;
+    }
+    Ok(Expand {
+        volume_id: req.volume_id.clone(),
+        volume_path: req.volume_path.clone(),
+        required,
+        access,
+    })
+}
+
 impl NodeService {
-    /// NodeExpandVolume.
-    pub(super) async fn expand(
-        &self,
-        req: &NodeExpandVolumeRequest,
-    ) -> Result<NodeExpandVolumeResponse, NodeError> {
-        context::volume_id(&req.volume_id)?;
-        if req.volume_path.is_empty() {
-            return Err(NodeError::invalid("volume_path", "must not be empty"));
-        }
-        let required = required_bytes(req.capacity_range.as_ref())?;
-        let access = match &req.volume_capability {
-            Some(cap) => Some(context::capability(Some(cap))?.access),
-            None => None,
-        };
-        if !req.staging_target_path.is_empty() {
-            context::abs_path("staging_target_path", &req.staging_target_path)?;
-        }
-        let _guard = self.lock(&req.volume_id)?;
+    /// NodeExpandVolume, validated and under the volume's guard; returns the disk's size.
+    pub(super) async fn expand(&self, req: &Expand) -> Result<u64, NodeError> {
         let record =
             self.state
                 .load(&req.volume_id)
@@ -78,16 +96,14 @@ impl NodeService {
         let path = self.existing_path(&req.volume_path).await?;
         let disk = self.disk_of(&record)?;
         let grow = self
-            .what_grows(&req.volume_id, &path, &disk, access)
+            .what_grows(&req.volume_id, &path, &disk, req.access.clone())
             .await?;
-        let size = self.rescan_until(&record, &disk, required).await?;
+        let size = self.rescan_until(&record, &disk, req.required).await?;
         if let Grow::Filesystem(fs, mount_point) = &grow {
             self.fs.grow(&disk.path, mount_point, *fs).await?;
         }
         tracing::info!(device = %disk.path.display(), size, filesystem = ?grow, "volume expanded on the node");
-        Ok(NodeExpandVolumeResponse {
-            capacity_bytes: i64::try_from(size).unwrap_or(i64::MAX),
-        })
+        Ok(size)
     }
 
     /// `volume_path` checked and resolved; a path that does not exist (or a relative one,

@@ -5,14 +5,11 @@
 //! Block volumes: the LUN's device node, found again through sysfs from publish_context, is
 //! bind-mounted onto a file at the target path. Unpublish unmounts and removes the path.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::mount::MsFlags;
 
-use crate::csi::{
-    NodePublishVolumeRequest, NodePublishVolumeResponse, NodeUnpublishVolumeRequest,
-    NodeUnpublishVolumeResponse,
-};
+use crate::csi::{NodePublishVolumeRequest, NodeUnpublishVolumeRequest};
 use crate::domain::PublishContext;
 
 use super::context::{self, Access};
@@ -21,9 +18,9 @@ use super::mount::MountOptions;
 use super::{resolve, NodeService};
 
 /// What publishing means for the requested access type.
-enum Plan<'a> {
+enum Plan {
     /// Bind the staging mount, with these options.
-    Mount(&'a MountOptions),
+    Mount(MountOptions),
     /// Bind the LUN's device node.
     Block(PublishContext),
 }
@@ -37,36 +34,81 @@ fn mode(read_only: bool) -> &'static str {
     }
 }
 
+/// A validated NodePublishVolume.
+pub(super) struct Publish {
+    /// The volume, as named.
+    volume_id: String,
+    /// Where the pod wants it (normalised, not yet resolved).
+    target_path: PathBuf,
+    /// Where it is staged (normalised, not yet resolved).
+    staging: PathBuf,
+    /// What publishing means for its access type.
+    plan: Plan,
+    /// Read-only, asked by the request or implied by the access mode.
+    read_only: bool,
+}
+
+/// Validates NodePublishVolume.
+pub(super) fn validate_publish(req: &NodePublishVolumeRequest) -> Result<Publish, NodeError> {
+    context::volume_id(&req.volume_id)?;
+    let target_path = context::abs_path("target_path", &req.target_path)?;
+    // STAGE_UNSTAGE_VOLUME is advertised, so the CO must pass the staging path.
+    let staging = context::abs_path("staging_target_path", &req.staging_target_path)?;
+    let cap = context::capability(req.volume_capability.as_ref())?;
+    let plan = match cap.access {
+        Access::Mount { options, .. } => Plan::Mount(options),
+        Access::Block => Plan::Block(context::publish_context(&req.publish_context)?),
+    };
+    Ok(Publish {
+        volume_id: req.volume_id.clone(),
+        target_path,
+        staging,
+        plan,
+        read_only: req.readonly || cap.read_only,
+    })
+}
+
+/// A validated NodeUnpublishVolume.
+pub(super) struct Unpublish {
+    /// Where the volume is published (normalised, not yet resolved).
+    target_path: PathBuf,
+}
+
+/// Validates NodeUnpublishVolume.
+pub(super) fn validate_unpublish(req: &NodeUnpublishVolumeRequest) -> Result<Unpublish, NodeError> {
+    context::volume_id(&req.volume_id)?;
+    Ok(Unpublish {
+        target_path: context::abs_path("target_path", &req.target_path)?,
+    })
+}
+
 impl NodeService {
-    /// NodePublishVolume.
-    pub(super) async fn publish(
-        &self,
-        req: &NodePublishVolumeRequest,
-    ) -> Result<NodePublishVolumeResponse, NodeError> {
-        context::volume_id(&req.volume_id)?;
-        let target_path = context::abs_path("target_path", &req.target_path)?;
-        // STAGE_UNSTAGE_VOLUME is advertised, so the CO must pass the staging path.
-        let staging = context::abs_path("staging_target_path", &req.staging_target_path)?;
-        let cap = context::capability(req.volume_capability.as_ref())?;
-        let read_only = req.readonly || cap.read_only;
-        let plan = match &cap.access {
-            Access::Mount { options, .. } => Plan::Mount(options),
-            Access::Block => Plan::Block(context::publish_context(&req.publish_context)?),
-        };
-        let _guard = self.lock(&req.volume_id)?;
-        let target_path = resolve(&target_path);
-        match plan {
+    /// NodePublishVolume, validated and under the volume's guard.
+    pub(super) async fn publish(&self, req: &Publish) -> Result<(), NodeError> {
+        let target_path = resolve(&req.target_path);
+        match &req.plan {
             Plan::Mount(options) => {
-                let staging = resolve(&staging);
-                self.publish_mount(&req.volume_id, &staging, &target_path, options, read_only)
-                    .await?
+                let staging = resolve(&req.staging);
+                self.publish_mount(
+                    &req.volume_id,
+                    &staging,
+                    &target_path,
+                    options,
+                    req.read_only,
+                )
+                .await
             }
             Plan::Block(target) => {
-                self.publish_block(&req.volume_id, &staging, &target_path, &target, read_only)
-                    .await?
+                self.publish_block(
+                    &req.volume_id,
+                    &req.staging,
+                    &target_path,
+                    target,
+                    req.read_only,
+                )
+                .await
             }
         }
-        Ok(NodePublishVolumeResponse {})
     }
 
     async fn publish_mount(
@@ -194,15 +236,9 @@ impl NodeService {
         Ok(())
     }
 
-    /// NodeUnpublishVolume.
-    pub(super) async fn unpublish(
-        &self,
-        req: &NodeUnpublishVolumeRequest,
-    ) -> Result<NodeUnpublishVolumeResponse, NodeError> {
-        context::volume_id(&req.volume_id)?;
-        let target_path = context::abs_path("target_path", &req.target_path)?;
-        let _guard = self.lock(&req.volume_id)?;
-        let target_path = resolve(&target_path);
+    /// NodeUnpublishVolume, validated and under the volume's guard.
+    pub(super) async fn unpublish(&self, req: &Unpublish) -> Result<(), NodeError> {
+        let target_path = resolve(&req.target_path);
         self.unmount_all(&target_path).await?;
         match tokio::fs::symlink_metadata(&target_path).await {
             Ok(meta) if meta.is_dir() => tokio::fs::remove_dir(&target_path)
@@ -214,6 +250,6 @@ impl NodeService {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(NodeError::io("inspect", &target_path)(e)),
         }
-        Ok(NodeUnpublishVolumeResponse {})
+        Ok(())
     }
 }

@@ -12,16 +12,13 @@
 //! target only → delete its node records → forget the record. Each "not there" is success.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::mount::MsFlags;
 
-use crate::csi::{
-    NodeStageVolumeRequest, NodeStageVolumeResponse, NodeUnstageVolumeRequest,
-    NodeUnstageVolumeResponse,
-};
+use crate::csi::{NodeStageVolumeRequest, NodeUnstageVolumeRequest};
 use crate::domain::chap::{self, Chap, ChapKey};
-use crate::domain::{Portal, PublishContext, VolumeId};
+use crate::domain::{Iqn, Portal, PublishContext, VolumeId};
 
 use super::context::{self, Access, Capability};
 use super::device::{self, BlockDevice};
@@ -33,41 +30,110 @@ use super::state::{StageRecord, StateError};
 use super::superblock;
 use super::{resolve, NodeService};
 
+/// A validated NodeStageVolume.
+pub(super) struct Stage {
+    /// The volume.
+    id: VolumeId,
+    /// Where to mount it (normalised, not yet resolved).
+    staging: PathBuf,
+    /// How it is accessed.
+    cap: Capability,
+    /// Its target, from publish_context.
+    target: PublishContext,
+    /// The credentials for this volume and this node, when the target wants CHAP.
+    chap: Option<Chap>,
+}
+
+/// Validates NodeStageVolume (`initiator`: this node's IQN, which the CHAP credentials are
+/// derived with).
+pub(super) fn validate_stage(
+    req: &NodeStageVolumeRequest,
+    initiator: &Iqn,
+) -> Result<Stage, NodeError> {
+    let id = context::volume(&req.volume_id)?;
+    let staging = context::abs_path("staging_target_path", &req.staging_target_path)?;
+    let cap = context::capability(req.volume_capability.as_ref())?;
+    let target = context::publish_context(&req.publish_context)?;
+    let chap = chap(&req.secrets, &id, target.chap, initiator)?;
+    Ok(Stage {
+        id,
+        staging,
+        cap,
+        target,
+        chap,
+    })
+}
+
+/// The CHAP credentials for `volume` and this node, when the target wants CHAP.
+fn chap(
+    secrets: &HashMap<String, String>,
+    volume: &VolumeId,
+    required: bool,
+    initiator: &Iqn,
+) -> Result<Option<Chap>, NodeError> {
+    if !required {
+        if secrets.contains_key(chap::SECRET_KEY) {
+            tracing::warn!("stage secrets hold a CHAP key but the target does not use CHAP (publish_context authMethod=None); logging in without");
+        }
+        return Ok(None);
+    }
+    ChapKey::from_secrets(secrets)?
+        .map(|key| Some(key.credentials(volume, initiator)))
+        .ok_or(NodeError::MissingChapKey {
+            key: chap::SECRET_KEY,
+        })
+}
+
+/// A validated NodeUnstageVolume.
+pub(super) struct Unstage {
+    /// The volume, as named (an id that is not ours finds nothing).
+    volume_id: String,
+    /// Where it is staged (normalised, not yet resolved).
+    staging: PathBuf,
+}
+
+/// Validates NodeUnstageVolume.
+pub(super) fn validate_unstage(req: &NodeUnstageVolumeRequest) -> Result<Unstage, NodeError> {
+    context::volume_id(&req.volume_id)?;
+    Ok(Unstage {
+        volume_id: req.volume_id.clone(),
+        staging: context::abs_path("staging_target_path", &req.staging_target_path)?,
+    })
+}
+
 impl NodeService {
-    /// NodeStageVolume.
-    pub(super) async fn stage(
-        &self,
-        req: &NodeStageVolumeRequest,
-    ) -> Result<NodeStageVolumeResponse, NodeError> {
-        let id = context::volume(&req.volume_id)?;
-        let staging = context::abs_path("staging_target_path", &req.staging_target_path)?;
-        let cap = context::capability(req.volume_capability.as_ref())?;
-        let target = context::publish_context(&req.publish_context)?;
-        let chap = self.chap(&req.secrets, &id, target.chap)?;
-        let _guard = self.lock(&req.volume_id)?;
-        let staging = resolve(&staging);
+    /// NodeStageVolume, validated and under the volume's guard.
+    pub(super) async fn stage(&self, req: &Stage) -> Result<(), NodeError> {
+        let Stage {
+            id,
+            staging,
+            cap,
+            target,
+            chap,
+        } = req;
+        let staging = resolve(staging);
 
         let record = StageRecord {
-            volume_id: req.volume_id.clone(),
+            volume_id: id.to_string(),
             target_iqn: target.iqn.to_string(),
             portals: target.portals.iter().map(ToString::to_string).collect(),
             lun: target.lun,
         };
         if let Some(mounted) = self.mount_at(&staging).await? {
-            self.check_staged(&staging, &mounted, &target, &cap)?;
+            self.check_staged(&staging, &mounted, target, cap)?;
             // Re-written in case it was lost: unstage needs it.
             self.state.save(&record).await?;
             tracing::info!(staging = %staging.display(), "already staged");
-            return Ok(NodeStageVolumeResponse {});
+            return Ok(());
         }
         // Written before the login, so that an unstage after a crash finds the session.
         self.state.save(&record).await?;
-        let portal = match self.ensure_session(&target, chap.as_ref()).await {
+        let portal = match self.ensure_session(target, chap.as_ref()).await {
             Ok(p) => p,
             Err(e) => {
                 // Never forget a target that still has a session: unstage logs it out.
                 match self.sysfs.sessions_of(target.iqn.as_str()) {
-                    Ok(left) if left.is_empty() => self.state.remove(&req.volume_id).await?,
+                    Ok(left) if left.is_empty() => self.state.remove(&record.volume_id).await?,
                     _ => {
                         tracing::warn!(target = %target.iqn, "a session to the target may be left after the failed login; keeping the stage record for NodeUnstageVolume")
                     }
@@ -89,36 +155,14 @@ impl NodeService {
         tracing::info!(device = %disk.path.display(), lun = target.lun, "LUN attached");
         match &cap.access {
             Access::Block if cap.read_only => {
-                device::set_read_only(self.tools.as_ref(), &disk.path).await?;
-                Ok(NodeStageVolumeResponse {})
+                Ok(device::set_read_only(self.tools.as_ref(), &disk.path).await?)
             }
-            Access::Block => Ok(NodeStageVolumeResponse {}),
+            Access::Block => Ok(()),
             Access::Mount { fs, options } => {
                 self.format_and_mount(&disk, &staging, *fs, options, cap.read_only)
-                    .await?;
-                Ok(NodeStageVolumeResponse {})
+                    .await
             }
         }
-    }
-
-    /// The CHAP credentials for this volume and this node, when the target wants CHAP.
-    fn chap(
-        &self,
-        secrets: &HashMap<String, String>,
-        volume: &VolumeId,
-        required: bool,
-    ) -> Result<Option<Chap>, NodeError> {
-        if !required {
-            if secrets.contains_key(chap::SECRET_KEY) {
-                tracing::warn!("stage secrets hold a CHAP key but the target does not use CHAP (publish_context authMethod=None); logging in without");
-            }
-            return Ok(None);
-        }
-        ChapKey::from_secrets(secrets)?
-            .map(|key| Some(key.credentials(volume, &self.config.initiator_iqn)))
-            .ok_or(NodeError::MissingChapKey {
-                key: chap::SECRET_KEY,
-            })
     }
 
     /// Whether what is mounted at the staging path is this volume, staged compatibly.
@@ -346,15 +390,9 @@ impl NodeService {
         Ok(())
     }
 
-    /// NodeUnstageVolume.
-    pub(super) async fn unstage(
-        &self,
-        req: &NodeUnstageVolumeRequest,
-    ) -> Result<NodeUnstageVolumeResponse, NodeError> {
-        context::volume_id(&req.volume_id)?;
-        let staging = context::abs_path("staging_target_path", &req.staging_target_path)?;
-        let _guard = self.lock(&req.volume_id)?;
-        let staging = resolve(&staging);
+    /// NodeUnstageVolume, validated and under the volume's guard.
+    pub(super) async fn unstage(&self, req: &Unstage) -> Result<(), NodeError> {
+        let staging = resolve(&req.staging);
 
         let record = match self.state.load(&req.volume_id).await {
             // Unreadable: the staged disk still leads to the session, and the file goes.
@@ -401,7 +439,7 @@ impl NodeService {
             tracing::info!(target = %t, "logged out and node records deleted");
         }
         self.state.remove(&req.volume_id).await?;
-        Ok(NodeUnstageVolumeResponse {})
+        Ok(())
     }
 
     /// Fails when one of `disks` is mounted anywhere but at the staging path: deleting it
