@@ -159,6 +159,11 @@ impl Output {
     pub fn stdout_str(&self) -> String {
         String::from_utf8_lossy(&self.stdout).into_owned()
     }
+
+    /// Standard error as error messages carry it: on one line, its last few hundred bytes.
+    pub fn trimmed_stderr(&self) -> String {
+        trim_stderr(&self.stderr)
+    }
 }
 
 /// A command that could not be run or did not succeed.
@@ -198,7 +203,7 @@ impl ExecError {
         ExecError::Failed {
             command: cmd.display(),
             code: out.code,
-            stderr: trim_stderr(&out.stderr),
+            stderr: out.trimmed_stderr(),
         }
     }
 }

@@ -104,6 +104,16 @@ pub enum Content {
     Other(String),
 }
 
+impl fmt::Display for Content {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Content::Blank => f.write_str("nothing"),
+            Content::Filesystem(fs) => write!(f, "an {fs} filesystem"),
+            Content::Other(what) => f.write_str(what),
+        }
+    }
+}
+
 /// Failures of the filesystem layer.
 #[derive(Debug, thiserror::Error)]
 pub enum FsError {

@@ -348,19 +348,13 @@ impl Iscsiadm {
         match out.code {
             0 => Ok(Login::New),
             exit::SESSION_EXISTS => Ok(Login::Existing),
-            code => {
-                let stderr = match ExecError::failed(&cmd, &out) {
-                    ExecError::Failed { stderr, .. } => stderr,
-                    other => other.to_string(),
-                };
-                Err(IscsiError::Login {
-                    target: target.to_string(),
-                    portal: portal.to_string(),
-                    failure: LoginFailure::from_code(code),
-                    code,
-                    stderr,
-                })
-            }
+            code => Err(IscsiError::Login {
+                target: target.to_string(),
+                portal: portal.to_string(),
+                failure: LoginFailure::from_code(code),
+                code,
+                stderr: out.trimmed_stderr(),
+            }),
         }
     }
 

@@ -47,7 +47,7 @@ use self::device::Sysfs;
 use self::error::NodeError;
 use self::fs::Filesystems;
 use self::iscsi::Iscsiadm;
-use self::mount::{mount_at, MountEntry, Mounter, Unmounted};
+use self::mount::{mount_at, MountEntry, MountError, Mounter, Unmounted};
 use self::state::StateDir;
 use crate::domain::Iqn;
 
@@ -132,7 +132,8 @@ impl NodeService {
     /// Unmounts everything stacked at `path`.
     async fn unmount_all(&self, path: &Path) -> Result<(), NodeError> {
         // A path can hold several stacked mounts; a few rounds is more than kubelet makes.
-        for _ in 0..8 {
+        const ROUNDS: u32 = 8;
+        for _ in 0..ROUNDS {
             if self.mounter.unmount(path).await? == Unmounted::NotMounted {
                 return Ok(());
             }
@@ -140,11 +141,12 @@ impl NodeService {
         }
         match self.mount_at(path).await? {
             None => Ok(()),
-            Some(m) => Err(NodeError::TargetConflict {
+            Some(m) => Err(MountError::StillMounted {
                 path: path.to_path_buf(),
-                found: format!("{} ({})", m.source, m.dev),
-                expected: "nothing after 8 unmounts".into(),
-            }),
+                found: m.device(),
+                rounds: ROUNDS,
+            }
+            .into()),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! Block volumes: the LUN's device node, found again through sysfs from publish_context, is
 //! bind-mounted onto a file at the target path. Unpublish unmounts and removes the path.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use nix::mount::MsFlags;
@@ -13,8 +14,9 @@ use crate::csi::{NodePublishVolumeRequest, NodeUnpublishVolumeRequest};
 use crate::domain::PublishContext;
 
 use super::context::{self, Access};
+use super::device::DevNum;
 use super::error::NodeError;
-use super::mount::MountOptions;
+use super::mount::{DeviceRef, MountEntry, MountMode, MountOptions};
 use super::{resolve, NodeService};
 
 /// What publishing means for the requested access type.
@@ -25,12 +27,60 @@ enum Plan {
     Block(PublishContext),
 }
 
-/// How a publication is described in errors.
-fn mode(read_only: bool) -> &'static str {
-    if read_only {
-        "read-only"
-    } else {
-        "read-write"
+/// Why a staged volume cannot be published at the target path.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// Publish before stage.
+    #[error("volume {volume_id} is not staged at {}: NodeStageVolume must succeed first", path.display())]
+    NotStaged {
+        /// The volume.
+        volume_id: String,
+        /// The staging path given.
+        path: PathBuf,
+    },
+    /// The target path already holds this volume, published differently.
+    #[error("{} already holds the volume {existing}, but the request asks for {wanted}", path.display())]
+    PublishedDifferently {
+        /// The target path.
+        path: PathBuf,
+        /// How it is published.
+        existing: MountMode,
+        /// What was asked.
+        wanted: MountMode,
+    },
+    /// A read-only publication of a raw block volume staged read-write was asked for.
+    #[error("{}: a read-only publication of a raw block volume staged read-write cannot be enforced (Linux ignores read-only bind mounts of device nodes); use a reader-only access mode (ReadOnlyMany), which makes the whole device read-only", path.display())]
+    ReadOnlyBlockUnenforceable {
+        /// The target path.
+        path: PathBuf,
+    },
+    /// The target path holds something else.
+    #[error("{} already has {found} mounted, not this volume's {expected}: refusing to mount over it", path.display())]
+    Conflict {
+        /// The target path.
+        path: PathBuf,
+        /// What is there.
+        found: Occupant,
+        /// The volume's staging mount or disk.
+        expected: DeviceRef,
+    },
+}
+
+/// What holds a target path, as [`PublishError::Conflict`] says.
+#[derive(Debug)]
+pub enum Occupant {
+    /// A mount.
+    Mount(DeviceRef),
+    /// A device node bound there (a raw block volume).
+    Device(DevNum),
+}
+
+impl fmt::Display for Occupant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Occupant::Mount(m) => m.fmt(f),
+            Occupant::Device(dev) => write!(f, "device {dev}"),
+        }
     }
 }
 
@@ -82,6 +132,16 @@ pub(super) fn validate_unpublish(req: &NodeUnpublishVolumeRequest) -> Result<Unp
     })
 }
 
+/// The target path holds the volume as `found`, not `read_only` as asked.
+fn published_differently(target_path: &Path, found: &MountEntry, read_only: bool) -> NodeError {
+    PublishError::PublishedDifferently {
+        path: target_path.to_path_buf(),
+        existing: found.mode(),
+        wanted: MountMode::of(read_only),
+    }
+    .into()
+}
+
 impl NodeService {
     /// NodePublishVolume, validated and under the volume's guard.
     pub(super) async fn publish(&self, req: &Publish) -> Result<(), NodeError> {
@@ -122,24 +182,21 @@ impl NodeService {
         let staged = self
             .mount_at(staging)
             .await?
-            .ok_or_else(|| NodeError::NotStaged {
+            .ok_or_else(|| PublishError::NotStaged {
                 volume_id: volume_id.to_string(),
                 path: staging.to_path_buf(),
             })?;
         if let Some(m) = self.mount_at(target_path).await? {
             if m.dev != staged.dev {
-                return Err(NodeError::TargetConflict {
+                return Err(PublishError::Conflict {
                     path: target_path.to_path_buf(),
-                    found: format!("{} ({})", m.source, m.dev),
-                    expected: format!("{} ({})", staged.source, staged.dev),
-                });
+                    found: Occupant::Mount(m.device()),
+                    expected: staged.device(),
+                }
+                .into());
             }
             if m.read_only() != read_only {
-                return Err(NodeError::PublishedDifferently {
-                    path: target_path.to_path_buf(),
-                    existing: mode(m.read_only()),
-                    wanted: mode(read_only),
-                });
+                return Err(published_differently(target_path, &m, read_only));
             }
             tracing::info!(target_path = %target_path.display(), "already published");
             return Ok(());
@@ -164,33 +221,31 @@ impl NodeService {
         let disk = self
             .sysfs
             .find_lun(target.iqn.as_str(), target.lun)?
-            .ok_or_else(|| NodeError::NotStaged {
+            .ok_or_else(|| PublishError::NotStaged {
                 volume_id: volume_id.to_string(),
                 path: staging.to_path_buf(),
             })?;
         if read_only && !self.sysfs.read_only(&disk.name)? {
-            return Err(NodeError::ReadOnlyBlockUnenforceable {
+            return Err(PublishError::ReadOnlyBlockUnenforceable {
                 path: target_path.to_path_buf(),
-            });
+            }
+            .into());
         }
         if let Some(m) = self.mount_at(target_path).await? {
             let bound = self.mounter.block_device(target_path).await?;
             if bound != Some(disk.dev) {
-                return Err(NodeError::TargetConflict {
+                return Err(PublishError::Conflict {
                     path: target_path.to_path_buf(),
                     found: match bound {
-                        Some(d) => format!("device {d}"),
-                        None => format!("{} ({})", m.source, m.dev),
+                        Some(d) => Occupant::Device(d),
+                        None => Occupant::Mount(m.device()),
                     },
-                    expected: format!("{} ({})", disk.path.display(), disk.dev),
-                });
+                    expected: (&disk).into(),
+                }
+                .into());
             }
             if m.read_only() != read_only {
-                return Err(NodeError::PublishedDifferently {
-                    path: target_path.to_path_buf(),
-                    existing: mode(m.read_only()),
-                    wanted: mode(read_only),
-                });
+                return Err(published_differently(target_path, &m, read_only));
             }
             tracing::info!(target_path = %target_path.display(), "already published");
             return Ok(());

@@ -12,6 +12,7 @@
 //! target only → delete its node records → forget the record. Each "not there" is success.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use nix::mount::MsFlags;
@@ -25,10 +26,108 @@ use super::device::{self, BlockDevice};
 use super::error::NodeError;
 use super::fs::{Content, FsType};
 use super::iscsi::Login;
-use super::mount::{MountEntry, MountOptions};
+use super::mount::{DeviceRef, MountEntry, MountMode, MountOptions};
 use super::state::{StageRecord, StateError};
 use super::superblock;
 use super::{resolve, NodeService};
+
+/// Why a volume cannot be staged or unstaged here (besides the layers' own failures).
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    /// The target wants CHAP but kubelet sent no key.
+    #[error("the volume's target requires CHAP (publish_context authMethod=CHAP) but the stage secrets hold no `{key}`: point the StorageClass's csi.storage.k8s.io/node-stage-secret-name and -namespace at the Secret holding the CHAP key")]
+    MissingChapKey {
+        /// The secrets key expected.
+        key: &'static str,
+    },
+    /// Something else is mounted at the staging path.
+    #[error("staging path {path} already has {found} mounted, not this volume's device {expected}: refusing to mount over it (a stale mount from an earlier session?); unmount it")]
+    Conflict {
+        /// The staging path.
+        path: PathBuf,
+        /// What is mounted there.
+        found: DeviceRef,
+        /// The volume's device, or why there is none.
+        expected: Expected,
+    },
+    /// The staging path holds this volume, staged differently.
+    #[error("{path} already holds the volume as {existing}, but the request asks for {wanted}")]
+    StagedDifferently {
+        /// The staging path.
+        path: PathBuf,
+        /// How it is staged.
+        existing: Staged,
+        /// What was asked.
+        wanted: Staged,
+    },
+    /// The disk is still mounted somewhere else (a pod's target path).
+    #[error("{device} is still mounted at {}: unpublish it first", mounts.iter().map(|m| m.display().to_string()).collect::<Vec<_>>().join(", "))]
+    StillInUse {
+        /// The disk.
+        device: String,
+        /// Where it is mounted.
+        mounts: Vec<PathBuf>,
+    },
+    /// The device holds something other than the requested filesystem.
+    #[error("{} holds {found}, not the requested {wanted} filesystem: refusing to format it (request the filesystem it holds, or wipe it deliberately)", device.display())]
+    WrongContent {
+        /// The device node.
+        device: PathBuf,
+        /// What blkid found.
+        found: Content,
+        /// The filesystem asked for.
+        wanted: FsType,
+    },
+    /// A blank device was staged read-only: it cannot be formatted nor mounted.
+    #[error("{} holds no filesystem and the volume is staged read-only: it must be staged by a writer once first", device.display())]
+    UnformattedReadOnly {
+        /// The device node.
+        device: PathBuf,
+    },
+}
+
+/// What the staging path should hold, as [`StageError::Conflict`] says.
+#[derive(Debug)]
+pub enum Expected {
+    /// The volume's disk.
+    Disk(DeviceRef),
+    /// Nothing known: the volume's LUN has no disk here.
+    NotAttached {
+        /// The volume's target.
+        target: Iqn,
+        /// Its LUN.
+        lun: u32,
+    },
+    /// Nothing: a block volume is not mounted when staged.
+    Nothing,
+}
+
+impl fmt::Display for Expected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Expected::Disk(disk) => disk.fmt(f),
+            Expected::NotAttached { target, lun } => {
+                write!(f, "none: LUN {lun} of {target} is not attached")
+            }
+            Expected::Nothing => f.write_str("nothing: a block volume is not mounted when staged"),
+        }
+    }
+}
+
+/// How a volume is staged: its filesystem and mode (`ext4 read-write`).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Staged {
+    /// The filesystem type.
+    pub fs_type: String,
+    /// Read-only or read-write.
+    pub mode: MountMode,
+}
+
+impl fmt::Display for Staged {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.fs_type, self.mode)
+    }
+}
 
 /// A validated NodeStageVolume.
 pub(super) struct Stage {
@@ -79,9 +178,12 @@ fn chap(
     }
     ChapKey::from_secrets(secrets)?
         .map(|key| Some(key.credentials(volume, initiator)))
-        .ok_or(NodeError::MissingChapKey {
-            key: chap::SECRET_KEY,
-        })
+        .ok_or(
+            StageError::MissingChapKey {
+                key: chap::SECRET_KEY,
+            }
+            .into(),
+        )
 }
 
 /// A validated NodeUnstageVolume.
@@ -173,52 +275,41 @@ impl NodeService {
         target: &PublishContext,
         cap: &Capability,
     ) -> Result<(), NodeError> {
-        let conflict = |expected: String| NodeError::StagingConflict {
+        let conflict = |expected: Expected| StageError::Conflict {
             path: staging.to_path_buf(),
-            found: format!("{} ({})", mounted.source, mounted.dev),
+            found: mounted.device(),
             expected,
         };
         let disk = self
             .sysfs
             .find_lun(target.iqn.as_str(), target.lun)?
             .ok_or_else(|| {
-                conflict(format!(
-                    "none: LUN {} of {} is not attached",
-                    target.lun, target.iqn
-                ))
+                conflict(Expected::NotAttached {
+                    target: target.iqn.clone(),
+                    lun: target.lun,
+                })
             })?;
         if disk.dev != mounted.dev {
-            return Err(conflict(format!("{} ({})", disk.path.display(), disk.dev)));
+            return Err(conflict(Expected::Disk((&disk).into())).into());
         }
         let Access::Mount { fs, .. } = &cap.access else {
-            return Err(conflict(
-                "nothing: a block volume is not mounted when staged".into(),
-            ));
+            return Err(conflict(Expected::Nothing).into());
         };
-        let existing = format!(
-            "{} {}",
-            mounted.fs_type,
-            if mounted.read_only() {
-                "read-only"
-            } else {
-                "read-write"
-            }
-        );
-        let wanted = format!(
-            "{} {}",
-            fs.name(),
-            if cap.read_only {
-                "read-only"
-            } else {
-                "read-write"
-            }
-        );
+        let existing = Staged {
+            fs_type: mounted.fs_type.clone(),
+            mode: mounted.mode(),
+        };
+        let wanted = Staged {
+            fs_type: fs.name().to_string(),
+            mode: MountMode::of(cap.read_only),
+        };
         if existing != wanted {
-            return Err(NodeError::StagedDifferently {
+            return Err(StageError::StagedDifferently {
                 path: staging.to_path_buf(),
                 existing,
                 wanted,
-            });
+            }
+            .into());
         }
         Ok(())
     }
@@ -316,26 +407,23 @@ impl NodeService {
         let device = disk.path.display().to_string();
         let existing = match self.fs.probe(&disk.path).await? {
             Content::Blank if read_only => {
-                return Err(NodeError::UnformattedReadOnly { device });
+                return Err(StageError::UnformattedReadOnly {
+                    device: disk.path.clone(),
+                }
+                .into());
             }
             Content::Blank => {
                 self.fs.mkfs(&disk.path, fs).await?;
                 false
             }
             Content::Filesystem(found) if found == fs.name() => true,
-            Content::Filesystem(found) => {
-                return Err(NodeError::WrongContent {
-                    device,
-                    found: format!("an {found} filesystem"),
-                    wanted: fs.name().into(),
-                })
-            }
-            Content::Other(found) => {
-                return Err(NodeError::WrongContent {
-                    device,
+            found => {
+                return Err(StageError::WrongContent {
+                    device: disk.path.clone(),
                     found,
-                    wanted: fs.name().into(),
-                })
+                    wanted: fs,
+                }
+                .into())
             }
         };
         tokio::fs::create_dir_all(staging)
@@ -461,10 +549,11 @@ impl NodeService {
                 .map(|m| m.mount_point.clone())
                 .collect();
             if !users.is_empty() {
-                return Err(NodeError::StillInUse {
+                return Err(StageError::StillInUse {
                     device: name.clone(),
                     mounts: users,
-                });
+                }
+                .into());
             }
         }
         Ok(())
