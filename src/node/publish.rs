@@ -132,6 +132,14 @@ pub(super) fn validate_unpublish(req: &NodeUnpublishVolumeRequest) -> Result<Unp
     })
 }
 
+/// Volume `volume_id` is not staged at `staging`.
+fn not_staged(volume_id: &str, staging: &Path) -> PublishError {
+    PublishError::NotStaged {
+        volume_id: volume_id.to_string(),
+        path: staging.to_path_buf(),
+    }
+}
+
 /// The target path holds the volume as `found`, not `read_only` as asked.
 fn published_differently(target_path: &Path, found: &MountEntry, read_only: bool) -> NodeError {
     PublishError::PublishedDifferently {
@@ -182,10 +190,7 @@ impl NodeService {
         let staged = self
             .mount_at(staging)
             .await?
-            .ok_or_else(|| PublishError::NotStaged {
-                volume_id: volume_id.to_string(),
-                path: staging.to_path_buf(),
-            })?;
+            .ok_or_else(|| not_staged(volume_id, staging))?;
         if let Some(m) = self.mount_at(target_path).await? {
             if m.dev != staged.dev {
                 return Err(PublishError::Conflict {
@@ -221,10 +226,7 @@ impl NodeService {
         let disk = self
             .sysfs
             .find_lun(target.iqn.as_str(), target.lun)?
-            .ok_or_else(|| PublishError::NotStaged {
-                volume_id: volume_id.to_string(),
-                path: staging.to_path_buf(),
-            })?;
+            .ok_or_else(|| not_staged(volume_id, staging))?;
         if read_only && !self.sysfs.read_only(&disk.name)? {
             return Err(PublishError::ReadOnlyBlockUnenforceable {
                 path: target_path.to_path_buf(),
