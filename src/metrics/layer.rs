@@ -345,6 +345,45 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn the_service_records_the_volume_on_the_rpc_span_and_no_secret() {
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let handler = tower::service_fn(|_req: http::Request<()>| async {
+            crate::rpc::annotate(&tonic::Request::new(crate::csi::NodeStageVolumeRequest {
+                volume_id: "vg/pvc-1".into(),
+                secrets: [("chapKey".to_string(), "hunter2".to_string())].into(),
+                ..Default::default()
+            }));
+            tracing::info!("acting");
+            Ok::<_, Infallible>(http::Response::new(()))
+        });
+        let req = http::Request::builder()
+            .uri("/csi.v1.Node/NodeStageVolume")
+            .body(())
+            .unwrap();
+        RpcLayer::new(Metrics::new())
+            .layer(handler)
+            .oneshot(req)
+            .await
+            .unwrap();
+        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        for line in lines {
+            assert!(
+                line.contains("rpc{method=NodeStageVolume volume_id=vg/pvc-1}: "),
+                "{text}"
+            );
+        }
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+
     #[test]
     fn paths_map_to_bounded_labels() {
         let l = rpc_labels("/csi.v1.Identity/Probe");
