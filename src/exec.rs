@@ -1,14 +1,18 @@
 //! The one way this driver runs external tools (lvm, iscsiadm, tgtadm, mkfs, blkid, ...):
 //! argv only, never a shell; `LC_ALL=C` so messages can be classified; a timeout; the child
 //! killed when the caller is cancelled; an optional `nsenter` prefix to reach the host's
-//! namespaces. Secret arguments are redacted wherever a command is displayed.
+//! namespaces. Secret arguments are redacted wherever a command is displayed. The scripted
+//! runner for tests is in [`fake`].
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tokio::io::AsyncWriteExt;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod fake;
 
 /// How long a tool may run when the caller sets nothing else.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -155,6 +159,11 @@ impl Output {
     pub fn stdout_str(&self) -> String {
         String::from_utf8_lossy(&self.stdout).into_owned()
     }
+
+    /// Standard error as error messages carry it: on one line, its last few hundred bytes.
+    pub fn trimmed_stderr(&self) -> String {
+        trim_stderr(&self.stderr)
+    }
 }
 
 /// A command that could not be run or did not succeed.
@@ -194,7 +203,7 @@ impl ExecError {
         ExecError::Failed {
             command: cmd.display(),
             code: out.code,
-            stderr: trim_stderr(&out.stderr),
+            stderr: out.trimmed_stderr(),
         }
     }
 }
@@ -334,52 +343,6 @@ impl Runner for TokioRunner {
     }
 }
 
-/// Computes a fake answer from a command line (argv[0] is the program).
-type Responder = Box<dyn Fn(&[String]) -> Output + Send + Sync>;
-
-/// A scripted runner for unit tests: a responder decides each answer, every call is recorded.
-pub struct FakeRunner {
-    /// Computes the answer for a command line (`program arg1 arg2 ...`, secrets included).
-    responder: Responder,
-    /// Every command line seen, in order.
-    calls: Mutex<Vec<Vec<String>>>,
-}
-
-impl FakeRunner {
-    /// A fake answering every command with `responder(argv)`, where argv[0] is the program.
-    pub fn new(responder: impl Fn(&[String]) -> Output + Send + Sync + 'static) -> Self {
-        FakeRunner {
-            responder: Box::new(responder),
-            calls: Mutex::new(Vec::new()),
-        }
-    }
-
-    /// The command lines run so far, each as one space-joined string.
-    pub fn calls(&self) -> Vec<String> {
-        self.lock().iter().map(|c| c.join(" ")).collect()
-    }
-
-    /// Forgets the recorded calls.
-    pub fn clear(&self) {
-        self.lock().clear();
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Vec<String>>> {
-        self.calls.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-#[async_trait]
-impl Runner for FakeRunner {
-    async fn output(&self, cmd: &Cmd) -> Result<Output, ExecError> {
-        let mut argv = vec![cmd.program().to_string()];
-        argv.extend(cmd.argv().iter().cloned());
-        let out = (self.responder)(&argv);
-        self.lock().push(argv);
-        Ok(out)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -452,20 +415,6 @@ mod tests {
         let r = TokioRunner::with_prefix(vec!["env".into()]);
         let out = r.run(&Cmd::new("echo").arg("hi")).await.unwrap();
         assert_eq!(out.stdout_str(), "hi\n");
-    }
-
-    #[tokio::test]
-    async fn fake_records_calls() {
-        let f = FakeRunner::new(|argv| {
-            if argv[0] == "lvs" {
-                Output::ok("{}")
-            } else {
-                Output::failed(5, "not found")
-            }
-        });
-        assert!(f.run(&Cmd::new("lvs").arg("-a")).await.is_ok());
-        assert!(f.run(&Cmd::new("lvremove").arg("vg/x")).await.is_err());
-        assert_eq!(f.calls(), vec!["lvs -a", "lvremove vg/x"]);
     }
 
     #[test]

@@ -94,7 +94,6 @@ impl Identity for IdentityService {
         }))
     }
 
-    #[tracing::instrument(level = "debug", skip_all)]
     async fn probe(&self, _: Request<ProbeRequest>) -> Result<Response<ProbeResponse>, Status> {
         match self.readiness.check().await {
             Health::Ready => Ok(Response::new(ProbeResponse { ready: Some(true) })),

@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`cli`]: the command line of the one binary (`controller`, `node`, `doctor`).
 //! - [`server`]: the gRPC server on a unix socket; [`telemetry`]: logging.
+//! - [`rpc`]: what both services' RPCs share: one span per call, and the reply.
 //! - [`metrics`]: Prometheus metrics, the per-RPC span/metrics layer, the HTTP endpoints.
 //! - [`health`]: liveness for `/healthz`, from the process's own Identity Probe.
 //! - [`doctor`]: host checks for a storage or compute node, with a fix for each problem.
@@ -33,5 +34,6 @@ pub mod lvm;
 pub mod metrics;
 pub mod node;
 pub mod ops;
+pub mod rpc;
 pub mod server;
 pub mod telemetry;

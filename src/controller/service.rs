@@ -1,7 +1,8 @@
-//! `impl Controller`: each RPC opens a span carrying the volume id, validates the request
-//! (INVALID_ARGUMENT before any lock or command), takes the per-volume guard (ABORTED when
-//! busy; CreateVolume locks the name), runs one flow over the parts it names ([`Volumes`],
-//! [`Exports`]) and replies. This is the one place the parts are put together.
+//! `impl Controller`: each RPC records the volume id on the RPC's span ([`crate::rpc`]),
+//! validates the request (INVALID_ARGUMENT before any lock or command), takes the
+//! per-volume guard (ABORTED when busy; CreateVolume locks the name), runs one flow over the
+//! parts it names ([`Volumes`], [`Exports`]) and replies. This is the one place the parts are
+//! put together.
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use crate::domain::volume_id::VolumeId;
 use crate::export::TargetBackend;
 use crate::lvm::Lvm;
 use crate::ops::{VolumeGuard, VolumeLocks};
+use crate::rpc::annotate;
 
 use super::content_source::FromSource;
 use super::copy::{BlockCopier, DeviceCopier};
@@ -192,29 +194,19 @@ impl ControllerService {
     }
 }
 
-/// Turns an outcome into the gRPC answer, logging failures with their code.
+/// [`crate::rpc::reply`] for controller errors (which also tells `?` in the RPCs' blocks
+/// what to convert to).
 fn reply<T>(rpc: &'static str, result: Result<T, ControllerError>) -> Result<Response<T>, Status> {
-    match result {
-        Ok(answer) => Ok(Response::new(answer)),
-        Err(e) => {
-            let status = Status::from(e);
-            if status.code() == tonic::Code::Internal {
-                tracing::error!(rpc, code = ?status.code(), error = status.message(), "failed");
-            } else {
-                tracing::warn!(rpc, code = ?status.code(), error = status.message(), "failed");
-            }
-            Err(status)
-        }
-    }
+    crate::rpc::reply(rpc, result)
 }
 
 #[async_trait]
 impl Controller for ControllerService {
-    #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
     async fn create_volume(
         &self,
         request: Request<CreateVolumeRequest>,
     ) -> Result<Response<CreateVolumeResponse>, Status> {
+        annotate(&request);
         let req = request.into_inner();
         reply("CreateVolume", async {
             let plan = validate_create(&req, self.default_vg.as_deref())?;
@@ -242,11 +234,11 @@ impl Controller for ControllerService {
         .await)
     }
 
-    #[tracing::instrument(skip_all, fields(volume_id = %request.get_ref().volume_id))]
     async fn delete_volume(
         &self,
         request: Request<DeleteVolumeRequest>,
     ) -> Result<Response<DeleteVolumeResponse>, Status> {
+        annotate(&request);
         let req = request.into_inner();
         reply(
             "DeleteVolume",
@@ -267,14 +259,11 @@ impl Controller for ControllerService {
         )
     }
 
-    #[tracing::instrument(skip_all, fields(
-        volume_id = %request.get_ref().volume_id,
-        node_id = %request.get_ref().node_id,
-    ))]
     async fn controller_publish_volume(
         &self,
         request: Request<ControllerPublishVolumeRequest>,
     ) -> Result<Response<ControllerPublishVolumeResponse>, Status> {
+        annotate(&request);
         let req = request.into_inner();
         reply(
             "ControllerPublishVolume",
@@ -298,14 +287,11 @@ impl Controller for ControllerService {
         )
     }
 
-    #[tracing::instrument(skip_all, fields(
-        volume_id = %request.get_ref().volume_id,
-        node_id = %request.get_ref().node_id,
-    ))]
     async fn controller_unpublish_volume(
         &self,
         request: Request<ControllerUnpublishVolumeRequest>,
     ) -> Result<Response<ControllerUnpublishVolumeResponse>, Status> {
+        annotate(&request);
         let req = request.into_inner();
         reply(
             "ControllerUnpublishVolume",
@@ -321,11 +307,11 @@ impl Controller for ControllerService {
         )
     }
 
-    #[tracing::instrument(skip_all, fields(volume_id = %request.get_ref().volume_id))]
     async fn validate_volume_capabilities(
         &self,
         request: Request<ValidateVolumeCapabilitiesRequest>,
     ) -> Result<Response<ValidateVolumeCapabilitiesResponse>, Status> {
+        annotate(&request);
         let req = request.into_inner();
         reply(
             "ValidateVolumeCapabilities",
@@ -333,7 +319,6 @@ impl Controller for ControllerService {
         )
     }
 
-    #[tracing::instrument(skip_all)]
     async fn list_volumes(
         &self,
         request: Request<ListVolumesRequest>,
@@ -344,7 +329,6 @@ impl Controller for ControllerService {
         )
     }
 
-    #[tracing::instrument(skip_all)]
     async fn get_capacity(
         &self,
         request: Request<GetCapacityRequest>,
@@ -355,7 +339,6 @@ impl Controller for ControllerService {
         )
     }
 
-    #[tracing::instrument(level = "debug", skip_all)]
     async fn controller_get_capabilities(
         &self,
         _: Request<ControllerGetCapabilitiesRequest>,
@@ -371,11 +354,11 @@ impl Controller for ControllerService {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(volume_id = %request.get_ref().volume_id))]
     async fn controller_get_volume(
         &self,
         request: Request<ControllerGetVolumeRequest>,
     ) -> Result<Response<ControllerGetVolumeResponse>, Status> {
+        annotate(&request);
         reply(
             "ControllerGetVolume",
             async {
@@ -386,14 +369,11 @@ impl Controller for ControllerService {
         )
     }
 
-    #[tracing::instrument(skip_all, fields(
-        name = %request.get_ref().name,
-        source_volume_id = %request.get_ref().source_volume_id,
-    ))]
     async fn create_snapshot(
         &self,
         request: Request<CreateSnapshotRequest>,
     ) -> Result<Response<CreateSnapshotResponse>, Status> {
+        annotate(&request);
         let req = request.into_inner();
         reply(
             "CreateSnapshot",
@@ -411,11 +391,11 @@ impl Controller for ControllerService {
         )
     }
 
-    #[tracing::instrument(skip_all, fields(snapshot_id = %request.get_ref().snapshot_id))]
     async fn delete_snapshot(
         &self,
         request: Request<DeleteSnapshotRequest>,
     ) -> Result<Response<DeleteSnapshotResponse>, Status> {
+        annotate(&request);
         let req = request.into_inner();
         reply(
             "DeleteSnapshot",
@@ -434,7 +414,6 @@ impl Controller for ControllerService {
         )
     }
 
-    #[tracing::instrument(skip_all)]
     async fn list_snapshots(
         &self,
         request: Request<ListSnapshotsRequest>,
@@ -445,11 +424,11 @@ impl Controller for ControllerService {
         )
     }
 
-    #[tracing::instrument(skip_all, fields(snapshot_id = %request.get_ref().snapshot_id))]
     async fn get_snapshot(
         &self,
         request: Request<GetSnapshotRequest>,
     ) -> Result<Response<GetSnapshotResponse>, Status> {
+        annotate(&request);
         reply(
             "GetSnapshot",
             async {
@@ -467,11 +446,11 @@ impl Controller for ControllerService {
         )
     }
 
-    #[tracing::instrument(skip_all, fields(volume_id = %request.get_ref().volume_id))]
     async fn controller_expand_volume(
         &self,
         request: Request<ControllerExpandVolumeRequest>,
     ) -> Result<Response<ControllerExpandVolumeResponse>, Status> {
+        annotate(&request);
         let req = request.into_inner();
         reply(
             "ControllerExpandVolume",

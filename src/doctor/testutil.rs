@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::{Finding, Host};
-use crate::exec::{FakeRunner, Output};
+use crate::exec::fake::FakeRunner;
+use crate::exec::Output;
 use crate::node::device::Sysfs;
 
 /// A temporary directory with `proc/` and `sys/` in it, and a scripted runner.

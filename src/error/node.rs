@@ -9,7 +9,7 @@ use tonic::{Code, Status};
 use crate::domain::chap::ChapError;
 use crate::exec::ExecError;
 use crate::node::device::DeviceError;
-use crate::node::error::NodeError;
+use crate::node::error::{ExpandError, NodeError, PublishError, StageError};
 use crate::node::fs::FsError;
 use crate::node::iscsi::{IscsiError, LoginFailure};
 use crate::node::mount::MountError;
@@ -67,6 +67,7 @@ fn mount_code(e: &MountError) -> Code {
         | MountError::Parse { .. }
         | MountError::Task(_) => Code::Internal,
         MountError::BadFlag { .. } => Code::InvalidArgument,
+        MountError::StillMounted { .. } => Code::FailedPrecondition,
     }
 }
 
@@ -76,34 +77,48 @@ fn state_code(e: &StateError) -> Code {
     }
 }
 
+fn stage_code(e: &StageError) -> Code {
+    match e {
+        StageError::MissingChapKey { .. }
+        | StageError::Conflict { .. }
+        | StageError::StillInUse { .. }
+        | StageError::WrongContent { .. }
+        | StageError::UnformattedReadOnly { .. } => Code::FailedPrecondition,
+        StageError::StagedDifferently { .. } => Code::AlreadyExists,
+    }
+}
+
+fn publish_code(e: &PublishError) -> Code {
+    match e {
+        PublishError::NotStaged { .. } | PublishError::Conflict { .. } => Code::FailedPrecondition,
+        PublishError::PublishedDifferently { .. } => Code::AlreadyExists,
+        PublishError::ReadOnlyBlockUnenforceable { .. } => Code::InvalidArgument,
+    }
+}
+
+fn expand_code(e: &ExpandError) -> Code {
+    match e {
+        ExpandError::NotStagedHere { .. } | ExpandError::NotAtPath { .. } => Code::NotFound,
+        ExpandError::NoDisk { .. } | ExpandError::CannotGrow { .. } => Code::FailedPrecondition,
+        ExpandError::NotGrown { .. } => Code::Unavailable,
+    }
+}
+
 /// The gRPC code of a node error.
 pub fn code(e: &NodeError) -> Code {
     match e {
-        NodeError::Invalid { .. } | NodeError::ReadOnlyBlockUnenforceable { .. } => {
-            Code::InvalidArgument
-        }
+        NodeError::Invalid { .. } => Code::InvalidArgument,
         NodeError::Busy { .. } => Code::Aborted,
-        NodeError::MissingChapKey { .. } => Code::FailedPrecondition,
         NodeError::Chap(ChapError::KeyTooShort { .. }) => Code::InvalidArgument,
         NodeError::Iscsi(e) => iscsi_code(e),
         NodeError::Device(e) => device_code(e),
         NodeError::Fs(e) => fs_code(e),
         NodeError::Mount(e) => mount_code(e),
         NodeError::State(e) => state_code(e),
-        NodeError::StagingConflict { .. }
-        | NodeError::StillInUse { .. }
-        | NodeError::WrongContent { .. }
-        | NodeError::UnformattedReadOnly { .. }
-        | NodeError::NotStaged { .. }
-        | NodeError::TargetConflict { .. } => Code::FailedPrecondition,
-        NodeError::StagedDifferently { .. } | NodeError::PublishedDifferently { .. } => {
-            Code::AlreadyExists
-        }
-        NodeError::PathNotFound { .. }
-        | NodeError::NotStagedHere { .. }
-        | NodeError::NotAtPath { .. } => Code::NotFound,
-        NodeError::NoDisk { .. } | NodeError::CannotGrow { .. } => Code::FailedPrecondition,
-        NodeError::NotGrown { .. } => Code::Unavailable,
+        NodeError::Stage(e) => stage_code(e),
+        NodeError::Publish(e) => publish_code(e),
+        NodeError::Expand(e) => expand_code(e),
+        NodeError::PathNotFound { .. } => Code::NotFound,
         NodeError::Io { .. } => Code::Internal,
     }
 }
@@ -117,6 +132,9 @@ impl From<NodeError> for Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::device::DevNum;
+    use crate::node::error::Expected;
+    use crate::node::mount::{DeviceRef, MountMode};
     use std::path::PathBuf;
     use std::time::Duration;
 
@@ -146,7 +164,7 @@ mod tests {
                 Code::Aborted,
             ),
             (
-                NodeError::MissingChapKey { key: "chapKey" },
+                StageError::MissingChapKey { key: "chapKey" }.into(),
                 Code::FailedPrecondition,
             ),
             (
@@ -177,19 +195,27 @@ mod tests {
                 Code::FailedPrecondition,
             ),
             (
-                NodeError::StagingConflict {
+                StageError::Conflict {
                     path: PathBuf::from("/s"),
-                    found: "/dev/sdb".into(),
-                    expected: "/dev/sdc".into(),
-                },
+                    found: DeviceRef {
+                        source: "/dev/sdb".into(),
+                        dev: DevNum::new(8, 16),
+                    },
+                    expected: Expected::Disk(DeviceRef {
+                        source: "/dev/sdc".into(),
+                        dev: DevNum::new(8, 32),
+                    }),
+                }
+                .into(),
                 Code::FailedPrecondition,
             ),
             (
-                NodeError::PublishedDifferently {
+                PublishError::PublishedDifferently {
                     path: PathBuf::from("/t"),
-                    existing: "read-only",
-                    wanted: "read-write",
-                },
+                    existing: MountMode::ReadOnly,
+                    wanted: MountMode::ReadWrite,
+                }
+                .into(),
                 Code::AlreadyExists,
             ),
             (
@@ -199,25 +225,28 @@ mod tests {
                 Code::NotFound,
             ),
             (
-                NodeError::NotStagedHere {
+                ExpandError::NotStagedHere {
                     volume_id: "v".into(),
-                },
+                }
+                .into(),
                 Code::NotFound,
             ),
             (
-                NodeError::NotGrown {
+                ExpandError::NotGrown {
                     device: "/dev/sda".into(),
                     size: 1,
                     required: 2,
                     waited: Duration::from_secs(60),
-                },
+                }
+                .into(),
                 Code::Unavailable,
             ),
             (
-                NodeError::CannotGrow {
+                ExpandError::CannotGrow {
                     path: PathBuf::from("/s"),
                     fs_type: "vfat".into(),
-                },
+                }
+                .into(),
                 Code::FailedPrecondition,
             ),
         ];

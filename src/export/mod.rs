@@ -8,6 +8,7 @@
 //! followed by `:` are ever listed or touched: targets of other software on the same host are
 //! left alone.
 
+#[cfg(any(test, feature = "testing"))]
 pub mod fake;
 pub mod lio;
 pub mod tgt;

@@ -1,6 +1,6 @@
 //! A simulated LVM for tests: answers the exact commands [`Lvm`](super::Lvm) runs (`lvs`,
 //! `vgs`, `lvcreate`, `lvremove`, `lvextend`, `lvchange`) from in-memory VGs and LVs, with
-//! LVM's real messages and exit codes (as captured in the lab), through a [`FakeRunner`].
+//! LVM's real messages and exit codes (as captured in the lab), through a [`FakeRunner`](crate::exec::fake::FakeRunner).
 //! Failures can be scripted per command. Snapshots behave as in LVM 2.03.16: a thin snapshot
 //! is created inactive with activation skipped unless asked otherwise; a classic snapshot's
 //! COW size is capped to what it can use; removing a thick origin removes its classic
@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::json;
 
-use crate::exec::{FakeRunner, Output};
+use crate::exec::fake::FakeRunner;
+use crate::exec::Output;
 
 /// One simulated LV.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,6 +7,7 @@
 //! caller decides whether that is success (DeleteVolume) or an error (publish).
 
 pub mod error;
+#[cfg(any(test, feature = "testing"))]
 pub mod fake;
 pub mod pool;
 pub mod report;
@@ -300,7 +301,8 @@ fn report_args(fields: &str) -> [&str; 7] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exec::{FakeRunner, Output};
+    use crate::exec::fake::FakeRunner;
+    use crate::exec::Output;
     use std::sync::Arc;
 
     const ONE_LV: &str = r#"{"report":[{"lv":[{"vg_name":"csivg", "lv_name":"pvc-1", "lv_size":"8388608", "lv_attr":"-wi-a-----", "lv_tags":"lvm-iscsi-csi/name=pvc-1", "pool_lv":"", "lv_health_status":""}]}]}"#;

@@ -1,6 +1,7 @@
-//! The tower layer every CSI server runs under: one tracing span per RPC (so every log line
-//! of a call carries the method), the in-flight gauge, the latency histogram and the call
-//! counter by gRPC code.
+//! The tower layer every CSI server runs under: it opens the one tracing span of each RPC
+//! ([`crate::rpc::span`], on which the services record the volume id, so every log line of a
+//! call carries the method and the volume) and records the call in it: the in-flight gauge,
+//! the latency histogram and the call counter by gRPC code.
 //!
 //! The code comes from the response's `grpc-status` header: tonic answers an error with a
 //! trailers-only response, whose headers carry the status; a successful unary call sends the
@@ -70,7 +71,7 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let labels = rpc_labels(req.uri().path());
-        let span = tracing::info_span!("rpc", method = %labels.method);
+        let span = crate::rpc::span(&labels.method);
         let quiet = labels.service == "Identity";
         let started = Instant::now();
         let mut call = Call {
@@ -304,15 +305,41 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn handler_logs_carry_the_rpc_span() {
+    impl Logs {
+        /// What was logged so far.
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    /// Sends one request for `path` through the layer around `handler`.
+    async fn call_through<S>(path: &str, handler: S)
+    where
+        S: Service<http::Request<()>, Response = http::Response<()>, Error = Infallible>,
+        S::Future: Send + 'static,
+    {
+        let req = http::Request::builder().uri(path).body(()).unwrap();
+        RpcLayer::new(Metrics::new())
+            .layer(handler)
+            .oneshot(req)
+            .await
+            .unwrap();
+    }
+
+    /// Formatted log output of this thread from now on (until the guard drops).
+    fn capture_logs() -> (Logs, tracing::subscriber::DefaultGuard) {
         let logs = Logs::default();
         let writer = logs.clone();
         let subscriber = tracing_subscriber::fmt()
             .with_writer(move || writer.clone())
             .with_ansi(false)
             .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    #[tokio::test]
+    async fn handler_logs_carry_the_rpc_span() {
+        let (logs, _guard) = capture_logs();
         let handler = tower::service_fn(|_req: http::Request<()>| async {
             tracing::info!("handler ran");
             let mut response = http::Response::new(());
@@ -321,16 +348,8 @@ mod tests {
                 .insert("grpc-status", http::HeaderValue::from_static("6"));
             Ok::<_, Infallible>(response)
         });
-        let req = http::Request::builder()
-            .uri("/csi.v1.Controller/CreateVolume")
-            .body(())
-            .unwrap();
-        RpcLayer::new(Metrics::new())
-            .layer(handler)
-            .oneshot(req)
-            .await
-            .unwrap();
-        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        call_through("/csi.v1.Controller/CreateVolume", handler).await;
+        let text = logs.text();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2, "{text}");
         assert!(
@@ -342,6 +361,31 @@ mod tests {
                 && lines[1].contains("rpc finished code=\"AlreadyExists\""),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn the_service_records_the_volume_on_the_rpc_span_and_no_secret() {
+        let (logs, _guard) = capture_logs();
+        let handler = tower::service_fn(|_req: http::Request<()>| async {
+            crate::rpc::annotate(&tonic::Request::new(crate::csi::NodeStageVolumeRequest {
+                volume_id: "vg/pvc-1".into(),
+                secrets: [("chapKey".to_string(), "hunter2".to_string())].into(),
+                ..Default::default()
+            }));
+            tracing::info!("acting");
+            Ok::<_, Infallible>(http::Response::new(()))
+        });
+        call_through("/csi.v1.Node/NodeStageVolume", handler).await;
+        let text = logs.text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        for line in lines {
+            assert!(
+                line.contains("rpc{method=NodeStageVolume volume_id=vg/pvc-1}: "),
+                "{text}"
+            );
+        }
+        assert!(!text.contains("hunter2"), "{text}");
     }
 
     #[test]

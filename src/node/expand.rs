@@ -8,15 +8,17 @@
 //! otherwise), and `volume_path` must be where it is staged or published. Every step is a
 //! no-op when already done, so a repeat (or a retry after a crash half-way) is harmless.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::csi::{CapacityRange, NodeExpandVolumeRequest, NodeExpandVolumeResponse};
+use crate::csi::{CapacityRange, NodeExpandVolumeRequest};
 
 use super::context::{self, Access};
 use super::device::BlockDevice;
 use super::error::NodeError;
 use super::fs::FsType;
+use super::mount::DeviceRef;
 use super::state::StageRecord;
 use super::{resolve, NodeService};
 
@@ -30,6 +32,84 @@ enum Grow {
     Filesystem(FsType, PathBuf),
     /// Nothing: a raw block volume.
     Block,
+}
+
+/// Why a staged volume cannot be expanded on this node.
+#[derive(Debug, thiserror::Error)]
+pub enum ExpandError {
+    /// The volume is not staged here.
+    #[error("volume {volume_id} is not staged on this node")]
+    NotStagedHere {
+        /// The volume.
+        volume_id: String,
+    },
+    /// The volume_path does not hold the volume.
+    #[error("{path} does not hold volume {volume_id} ({found}): give its staging or publish path")]
+    NotAtPath {
+        /// The volume_path given.
+        path: PathBuf,
+        /// The volume.
+        volume_id: String,
+        /// What the path holds.
+        found: AtPath,
+    },
+    /// The volume is staged but its disk is gone (session lost and not recovered).
+    #[error("volume {volume_id} is staged but LUN {lun} of {target} has no disk on this node: unstage and stage it again")]
+    NoDisk {
+        /// The volume.
+        volume_id: String,
+        /// Its target.
+        target: String,
+        /// Its LUN.
+        lun: u32,
+    },
+    /// After a rescan the disk is still smaller than the size asked for.
+    #[error("{device} is {size} bytes after a rescan, {required} were asked for (waited {waited:?}): ControllerExpandVolume has not grown the volume, or the target does not report the new size yet")]
+    NotGrown {
+        /// The disk.
+        device: PathBuf,
+        /// Its size.
+        size: u64,
+        /// The size asked for.
+        required: u64,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// The mounted filesystem is not one this driver can grow.
+    #[error(
+        "{path} holds a {fs_type} filesystem, which this driver cannot grow (ext4 and xfs only)"
+    )]
+    CannotGrow {
+        /// The mount point.
+        path: PathBuf,
+        /// Its filesystem type.
+        fs_type: String,
+    },
+}
+
+/// What a volume_path holds instead of the volume, as [`ExpandError::NotAtPath`] says.
+#[derive(Debug)]
+pub enum AtPath {
+    /// Another device is mounted there.
+    Other {
+        /// What is mounted.
+        found: DeviceRef,
+        /// The volume's disk.
+        disk: DeviceRef,
+    },
+    /// Nothing is mounted there.
+    Nothing,
+}
+
+impl fmt::Display for AtPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AtPath::Other { found, disk } => {
+                write!(f, "{found} is mounted there, the volume's disk is {disk}")
+            }
+            AtPath::Nothing => f.write_str("nothing is mounted there"),
+        }
+    }
 }
 
 /// `required_bytes` of the range (0 when absent), refusing negative or inverted ranges.
@@ -49,45 +129,71 @@ fn required_bytes(range: Option<&CapacityRange>) -> Result<u64, NodeError> {
     Ok(required)
 }
 
+/// A validated NodeExpandVolume.
+pub(super) struct Expand {
+    /// The volume, as named.
+    volume_id: String,
+    /// Where it is staged or published, as given.
+    volume_path: String,
+    /// The size the disk must reach.
+    required: u64,
+    /// The access type, when the request says.
+    access: Option<Access>,
+}
+
+/// Validates NodeExpandVolume.
+pub(super) fn validate_expand(req: &NodeExpandVolumeRequest) -> Result<Expand, NodeError> {
+    context::volume_id(&req.volume_id)?;
+    if req.volume_path.is_empty() {
+        return Err(NodeError::invalid("volume_path", "must not be empty"));
+    }
+    let required = required_bytes(req.capacity_range.as_ref())?;
+    let access = match &req.volume_capability {
+        Some(cap) => Some(context::capability(Some(cap))?.access),
+        None => None,
+    };
+    if !req.staging_target_path.is_empty() {
+        context::abs_path("staging_target_path", &req.staging_target_path)?;
+    }
+    Ok(Expand {
+        volume_id: req.volume_id.clone(),
+        volume_path: req.volume_path.clone(),
+        required,
+        access,
+    })
+}
+
+/// The staged volume of `record` has no disk.
+fn no_disk(record: &StageRecord) -> NodeError {
+    ExpandError::NoDisk {
+        volume_id: record.volume_id.clone(),
+        target: record.target_iqn.clone(),
+        lun: record.lun,
+    }
+    .into()
+}
+
 impl NodeService {
-    /// NodeExpandVolume.
-    pub(super) async fn expand(
-        &self,
-        req: &NodeExpandVolumeRequest,
-    ) -> Result<NodeExpandVolumeResponse, NodeError> {
-        context::volume_id(&req.volume_id)?;
-        if req.volume_path.is_empty() {
-            return Err(NodeError::invalid("volume_path", "must not be empty"));
-        }
-        let required = required_bytes(req.capacity_range.as_ref())?;
-        let access = match &req.volume_capability {
-            Some(cap) => Some(context::capability(Some(cap))?.access),
-            None => None,
-        };
-        if !req.staging_target_path.is_empty() {
-            context::abs_path("staging_target_path", &req.staging_target_path)?;
-        }
-        let _guard = self.lock(&req.volume_id)?;
+    /// NodeExpandVolume, validated and under the volume's guard; returns the disk's size.
+    pub(super) async fn expand(&self, req: &Expand) -> Result<u64, NodeError> {
         let record =
             self.state
                 .load(&req.volume_id)
                 .await?
-                .ok_or_else(|| NodeError::NotStagedHere {
+                .ok_or_else(|| ExpandError::NotStagedHere {
                     volume_id: req.volume_id.clone(),
                 })?;
         let path = self.existing_path(&req.volume_path).await?;
         let disk = self.disk_of(&record)?;
         let grow = self
-            .what_grows(&req.volume_id, &path, &disk, access)
+            .what_grows(&req.volume_id, &path, &disk, req.access.clone())
             .await?;
-        let size = self.rescan_until(&record, &disk, required).await?;
+        let size = self.rescan_until(&record, &disk, req.required).await?;
         if let Grow::Filesystem(fs, mount_point) = &grow {
             self.fs.grow(&disk.path, mount_point, *fs).await?;
         }
         tracing::info!(device = %disk.path.display(), size, filesystem = ?grow, "volume expanded on the node");
-        Ok(NodeExpandVolumeResponse {
-            capacity_bytes: i64::try_from(size).unwrap_or(i64::MAX),
-        })
+        Ok(size)
     }
 
     /// `volume_path` checked and resolved; a path that does not exist (or a relative one,
@@ -112,11 +218,7 @@ impl NodeService {
     fn disk_of(&self, record: &StageRecord) -> Result<BlockDevice, NodeError> {
         self.sysfs
             .find_lun(&record.target_iqn, record.lun)?
-            .ok_or_else(|| NodeError::NoDisk {
-                volume_id: record.volume_id.clone(),
-                target: record.target_iqn.clone(),
-                lun: record.lun,
-            })
+            .ok_or_else(|| no_disk(record))
     }
 
     /// What `path` holds of the volume on `disk`: its device node (a published block
@@ -135,27 +237,28 @@ impl NodeService {
         if access == Some(Access::Block) {
             return Ok(Grow::Block);
         }
-        let not_here = |found: String| NodeError::NotAtPath {
-            path: path.to_path_buf(),
-            volume_id: volume_id.to_string(),
-            found,
+        let not_here = |found: AtPath| -> NodeError {
+            ExpandError::NotAtPath {
+                path: path.to_path_buf(),
+                volume_id: volume_id.to_string(),
+                found,
+            }
+            .into()
         };
         match self.mount_at(path).await? {
             Some(m) if m.dev == disk.dev => match m.fs_type.parse::<FsType>() {
                 Ok(fs) if fs.name() == m.fs_type => Ok(Grow::Filesystem(fs, path.to_path_buf())),
-                _ => Err(NodeError::CannotGrow {
+                _ => Err(ExpandError::CannotGrow {
                     path: path.to_path_buf(),
                     fs_type: m.fs_type,
-                }),
+                }
+                .into()),
             },
-            Some(m) => Err(not_here(format!(
-                "{} ({}) is mounted there, the volume's disk is {} ({})",
-                m.source,
-                m.dev,
-                disk.path.display(),
-                disk.dev
-            ))),
-            None => Err(not_here("nothing is mounted there".into())),
+            Some(m) => Err(not_here(AtPath::Other {
+                found: m.device(),
+                disk: disk.into(),
+            })),
+            None => Err(not_here(AtPath::Nothing)),
         }
     }
 
@@ -170,11 +273,7 @@ impl NodeService {
         let started = Instant::now();
         loop {
             if !self.sysfs.rescan(&disk.name)? {
-                return Err(NodeError::NoDisk {
-                    volume_id: record.volume_id.clone(),
-                    target: record.target_iqn.clone(),
-                    lun: record.lun,
-                });
+                return Err(no_disk(record));
             }
             let size = self.sysfs.size_bytes(&disk.name)?.unwrap_or(0);
             if size >= required {
@@ -182,12 +281,13 @@ impl NodeService {
                 return Ok(size);
             }
             if started.elapsed() >= self.config.device_timeout {
-                return Err(NodeError::NotGrown {
-                    device: disk.path.display().to_string(),
+                return Err(ExpandError::NotGrown {
+                    device: disk.path.clone(),
                     size,
                     required,
                     waited: started.elapsed(),
-                });
+                }
+                .into());
             }
             tokio::time::sleep(RESCAN_EVERY).await;
         }

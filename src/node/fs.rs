@@ -104,6 +104,16 @@ pub enum Content {
     Other(String),
 }
 
+impl fmt::Display for Content {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Content::Blank => f.write_str("nothing"),
+            Content::Filesystem(fs) => write!(f, "an {fs} filesystem"),
+            Content::Other(what) => f.write_str(what),
+        }
+    }
+}
+
 /// Failures of the filesystem layer.
 #[derive(Debug, thiserror::Error)]
 pub enum FsError {
@@ -242,7 +252,8 @@ impl Filesystems {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exec::{FakeRunner, Output};
+    use crate::exec::fake::FakeRunner;
+    use crate::exec::Output;
     use std::sync::Arc;
 
     #[test]

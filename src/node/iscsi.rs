@@ -355,19 +355,13 @@ impl Iscsiadm {
         match out.code {
             0 => Ok(Login::New),
             exit::SESSION_EXISTS => Ok(Login::Existing),
-            code => {
-                let stderr = match ExecError::failed(&cmd, &out) {
-                    ExecError::Failed { stderr, .. } => stderr,
-                    other => other.to_string(),
-                };
-                Err(IscsiError::Login {
-                    target: target.to_string(),
-                    portal: portal.to_string(),
-                    failure: LoginFailure::from_code(code),
-                    code,
-                    stderr,
-                })
-            }
+            code => Err(IscsiError::Login {
+                target: target.to_string(),
+                portal: portal.to_string(),
+                failure: LoginFailure::from_code(code),
+                code,
+                stderr: out.trimmed_stderr(),
+            }),
         }
     }
 
@@ -397,7 +391,7 @@ impl Iscsiadm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exec::FakeRunner;
+    use crate::exec::fake::FakeRunner;
     use std::sync::Arc;
 
     /// `iscsiadm -m session` output captured in the lab (open-iscsi 2.1.8).

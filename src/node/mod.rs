@@ -8,15 +8,19 @@
 //! - stats: statvfs or device size, and the volume condition from the session state.
 //! - expand: rescan the LUN's disk, then resize2fs / xfs_growfs online (block: rescan only).
 //!
-//! Every RPC validates first ([`context`]), then takes the per-volume guard, then observes
-//! the real state (mountinfo, sysfs, iscsiadm) before acting, so a repeat or a retry after a
-//! crash half-way completes the work instead of redoing it. The layers: [`iscsi`],
-//! [`device`], [`fs`], [`mount`] (with the test double in [`fake`]), [`state`]; kubelet
-//! registration (node-driver-registrar built in): [`registration`].
+//! Every RPC has the controller's shape (`service.rs`, `impl Node`): it validates the request
+//! into typed values ([`context`], [`crate::domain`]), takes the per-volume guard, then calls
+//! one operation (`stage.rs`, `publish.rs`, `stats.rs`, `expand.rs`) that observes the real
+//! state (mountinfo, sysfs, iscsiadm) before acting, so a repeat or a retry after a crash
+//! half-way completes the work instead of redoing it; all in the one span of the RPC
+//! ([`crate::rpc`]). The layers: [`iscsi`], [`device`], [`fs`], [`mount`], [`state`]; the
+//! test doubles in `fake` (tests and the `testing` feature only); kubelet registration
+//! (node-driver-registrar built in): [`registration`].
 
 pub mod context;
 pub mod device;
 pub mod error;
+#[cfg(any(test, feature = "testing"))]
 pub mod fake;
 pub mod fs;
 pub mod iscsi;
@@ -27,26 +31,17 @@ pub mod superblock;
 
 mod expand;
 mod publish;
+mod service;
 mod stage;
 mod startup;
 mod stats;
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod testutil;
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use async_trait::async_trait;
-use tonic::{Request, Response, Status};
-use tracing::Instrument;
-
-use crate::csi::node_server::Node;
-use crate::csi::node_service_capability::{rpc, Rpc, Type as CapType};
-use crate::csi::*;
 use crate::exec::SharedRunner;
 use crate::ops::{VolumeGuard, VolumeLocks};
 
@@ -54,7 +49,7 @@ use self::device::Sysfs;
 use self::error::NodeError;
 use self::fs::Filesystems;
 use self::iscsi::Iscsiadm;
-use self::mount::{mount_at, MountEntry, Mounter, Unmounted};
+use self::mount::{mount_at, MountEntry, MountError, Mounter, Unmounted};
 use self::state::StateDir;
 use crate::domain::Iqn;
 
@@ -139,7 +134,8 @@ impl NodeService {
     /// Unmounts everything stacked at `path`.
     async fn unmount_all(&self, path: &Path) -> Result<(), NodeError> {
         // A path can hold several stacked mounts; a few rounds is more than kubelet makes.
-        for _ in 0..8 {
+        const ROUNDS: u32 = 8;
+        for _ in 0..ROUNDS {
             if self.mounter.unmount(path).await? == Unmounted::NotMounted {
                 return Ok(());
             }
@@ -147,11 +143,12 @@ impl NodeService {
         }
         match self.mount_at(path).await? {
             None => Ok(()),
-            Some(m) => Err(NodeError::TargetConflict {
+            Some(m) => Err(MountError::StillMounted {
                 path: path.to_path_buf(),
-                found: format!("{} ({})", m.source, m.dev),
-                expected: "nothing after 8 unmounts".into(),
-            }),
+                found: m.device(),
+                rounds: ROUNDS,
+            }
+            .into()),
         }
     }
 }
@@ -159,118 +156,4 @@ impl NodeService {
 /// `path` with symlinks resolved when it exists (mountinfo lists resolved paths).
 fn resolve(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
-}
-
-/// Runs one RPC in a span carrying the volume id (inside the server layer's per-method
-/// span) and maps its error, logging the whole message: the layer only records the code.
-async fn traced<T>(
-    volume_id: &str,
-    work: impl Future<Output = Result<T, NodeError>>,
-) -> Result<Response<T>, Status> {
-    let span = tracing::info_span!("volume", volume_id);
-    async move {
-        let started = Instant::now();
-        let result = work.await;
-        let elapsed_ms = started.elapsed().as_millis() as u64;
-        match result {
-            Ok(v) => {
-                tracing::debug!(elapsed_ms, "succeeded");
-                Ok(Response::new(v))
-            }
-            Err(e) => {
-                let status = Status::from(e);
-                tracing::warn!(elapsed_ms, code = ?status.code(), error = status.message(), "failed");
-                Err(status)
-            }
-        }
-    }
-    .instrument(span)
-    .await
-}
-
-#[async_trait]
-impl Node for NodeService {
-    async fn node_stage_volume(
-        &self,
-        request: Request<NodeStageVolumeRequest>,
-    ) -> Result<Response<NodeStageVolumeResponse>, Status> {
-        let req = request.into_inner();
-        let result = traced(&req.volume_id, self.stage(&req)).await;
-        if result.is_err() {
-            crate::metrics::global().stage_failed();
-        }
-        crate::metrics::global().set_iscsi_sessions(self.sysfs.session_count());
-        result
-    }
-
-    async fn node_unstage_volume(
-        &self,
-        request: Request<NodeUnstageVolumeRequest>,
-    ) -> Result<Response<NodeUnstageVolumeResponse>, Status> {
-        let req = request.into_inner();
-        let result = traced(&req.volume_id, self.unstage(&req)).await;
-        crate::metrics::global().set_iscsi_sessions(self.sysfs.session_count());
-        result
-    }
-
-    async fn node_publish_volume(
-        &self,
-        request: Request<NodePublishVolumeRequest>,
-    ) -> Result<Response<NodePublishVolumeResponse>, Status> {
-        let req = request.into_inner();
-        traced(&req.volume_id, self.publish(&req)).await
-    }
-
-    async fn node_unpublish_volume(
-        &self,
-        request: Request<NodeUnpublishVolumeRequest>,
-    ) -> Result<Response<NodeUnpublishVolumeResponse>, Status> {
-        let req = request.into_inner();
-        traced(&req.volume_id, self.unpublish(&req)).await
-    }
-
-    async fn node_get_volume_stats(
-        &self,
-        request: Request<NodeGetVolumeStatsRequest>,
-    ) -> Result<Response<NodeGetVolumeStatsResponse>, Status> {
-        let req = request.into_inner();
-        traced(&req.volume_id, self.stats(&req)).await
-    }
-
-    async fn node_expand_volume(
-        &self,
-        request: Request<NodeExpandVolumeRequest>,
-    ) -> Result<Response<NodeExpandVolumeResponse>, Status> {
-        let req = request.into_inner();
-        traced(&req.volume_id, self.expand(&req)).await
-    }
-
-    async fn node_get_capabilities(
-        &self,
-        _: Request<NodeGetCapabilitiesRequest>,
-    ) -> Result<Response<NodeGetCapabilitiesResponse>, Status> {
-        let capabilities = [
-            rpc::Type::StageUnstageVolume,
-            rpc::Type::GetVolumeStats,
-            rpc::Type::VolumeCondition,
-            rpc::Type::ExpandVolume,
-        ]
-        .into_iter()
-        .map(|t| NodeServiceCapability {
-            r#type: Some(CapType::Rpc(Rpc { r#type: t as i32 })),
-        })
-        .collect();
-        Ok(Response::new(NodeGetCapabilitiesResponse { capabilities }))
-    }
-
-    async fn node_get_info(
-        &self,
-        _: Request<NodeGetInfoRequest>,
-    ) -> Result<Response<NodeGetInfoResponse>, Status> {
-        Ok(Response::new(NodeGetInfoResponse {
-            node_id: self.config.node_id.clone(),
-            max_volumes_per_node: self.config.max_volumes_per_node,
-            accessible_topology: None,
-        }))
-    }
 }

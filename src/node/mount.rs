@@ -3,13 +3,14 @@
 //! observes mount state. Mounts happen in this process's own mount namespace: kubelet's
 //! directory is shared with the host through Bidirectional mount propagation.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
 
-use super::device::DevNum;
+use super::device::{BlockDevice, DevNum};
 
 /// Where this process's mount table is read from.
 pub const MOUNTINFO: &str = "/proc/self/mountinfo";
@@ -35,6 +36,73 @@ impl MountEntry {
     /// Whether this mount is read-only.
     pub fn read_only(&self) -> bool {
         self.options.iter().any(|o| o == "ro")
+    }
+
+    /// Read-only or read-write.
+    pub fn mode(&self) -> MountMode {
+        MountMode::of(self.read_only())
+    }
+
+    /// What is mounted, as errors name it.
+    pub fn device(&self) -> DeviceRef {
+        DeviceRef {
+            source: self.source.clone(),
+            dev: self.dev,
+        }
+    }
+}
+
+/// Read-only or read-write, as a mount is and errors say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountMode {
+    /// `ro`.
+    ReadOnly,
+    /// `rw`.
+    ReadWrite,
+}
+
+impl MountMode {
+    /// The mode of a mount that is `read_only` or not.
+    pub fn of(read_only: bool) -> Self {
+        if read_only {
+            MountMode::ReadOnly
+        } else {
+            MountMode::ReadWrite
+        }
+    }
+}
+
+impl fmt::Display for MountMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MountMode::ReadOnly => "read-only",
+            MountMode::ReadWrite => "read-write",
+        })
+    }
+}
+
+/// A device as errors name it: a mount's source or a disk's node, and its number
+/// (`/dev/sdb (8:16)`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRef {
+    /// The mount source or device node.
+    pub source: String,
+    /// The device number.
+    pub dev: DevNum,
+}
+
+impl From<&BlockDevice> for DeviceRef {
+    fn from(disk: &BlockDevice) -> Self {
+        DeviceRef {
+            source: disk.path.display().to_string(),
+            dev: disk.dev,
+        }
+    }
+}
+
+impl fmt::Display for DeviceRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.source, self.dev)
     }
 }
 
@@ -80,6 +148,16 @@ pub enum MountError {
     /// The blocking task running a syscall panicked or was cancelled.
     #[error("mount worker task failed: {0}")]
     Task(String),
+    /// A path still has a mount after as many unmounts as anyone stacks.
+    #[error("{path} still has {found} mounted after {rounds} unmounts: refusing to go on")]
+    StillMounted {
+        /// The mount point.
+        path: PathBuf,
+        /// What is still mounted there.
+        found: DeviceRef,
+        /// How many unmounts were made.
+        rounds: u32,
+    },
 }
 
 /// What an unmount found.

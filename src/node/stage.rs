@@ -12,62 +12,230 @@
 //! target only → delete its node records → forget the record. Each "not there" is success.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::fmt;
+use std::path::{Path, PathBuf};
 
 use nix::mount::MsFlags;
 
-use crate::csi::{
-    NodeStageVolumeRequest, NodeStageVolumeResponse, NodeUnstageVolumeRequest,
-    NodeUnstageVolumeResponse,
-};
+use crate::csi::{NodeStageVolumeRequest, NodeUnstageVolumeRequest};
 use crate::domain::chap::{self, Chap, ChapKey};
-use crate::domain::{Portal, PublishContext, VolumeId};
+use crate::domain::{Iqn, Portal, PublishContext, VolumeId};
 
 use super::context::{self, Access, Capability};
 use super::device::{self, BlockDevice};
 use super::error::NodeError;
 use super::fs::{Content, FsType};
 use super::iscsi::Login;
-use super::mount::{MountEntry, MountOptions};
+use super::mount::{DeviceRef, MountEntry, MountMode, MountOptions};
 use super::state::{StageRecord, StateError};
 use super::superblock;
 use super::{resolve, NodeService};
 
+/// Why a volume cannot be staged or unstaged here (besides the layers' own failures).
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    /// The target wants CHAP but kubelet sent no key.
+    #[error("the volume's target requires CHAP (publish_context authMethod=CHAP) but the stage secrets hold no `{key}`: point the StorageClass's csi.storage.k8s.io/node-stage-secret-name and -namespace at the Secret holding the CHAP key")]
+    MissingChapKey {
+        /// The secrets key expected.
+        key: &'static str,
+    },
+    /// Something else is mounted at the staging path.
+    #[error("staging path {path} already has {found} mounted, not this volume's device {expected}: refusing to mount over it (a stale mount from an earlier session?); unmount it")]
+    Conflict {
+        /// The staging path.
+        path: PathBuf,
+        /// What is mounted there.
+        found: DeviceRef,
+        /// The volume's device, or why there is none.
+        expected: Expected,
+    },
+    /// The staging path holds this volume, staged differently.
+    #[error("{path} already holds the volume as {existing}, but the request asks for {wanted}")]
+    StagedDifferently {
+        /// The staging path.
+        path: PathBuf,
+        /// How it is staged.
+        existing: Staged,
+        /// What was asked.
+        wanted: Staged,
+    },
+    /// The disk is still mounted somewhere else (a pod's target path).
+    #[error("{device} is still mounted at {}: unpublish it first", mounts.iter().map(|m| m.display().to_string()).collect::<Vec<_>>().join(", "))]
+    StillInUse {
+        /// The disk.
+        device: String,
+        /// Where it is mounted.
+        mounts: Vec<PathBuf>,
+    },
+    /// The device holds something other than the requested filesystem.
+    #[error("{} holds {found}, not the requested {wanted} filesystem: refusing to format it (request the filesystem it holds, or wipe it deliberately)", device.display())]
+    WrongContent {
+        /// The device node.
+        device: PathBuf,
+        /// What blkid found.
+        found: Content,
+        /// The filesystem asked for.
+        wanted: FsType,
+    },
+    /// A blank device was staged read-only: it cannot be formatted nor mounted.
+    #[error("{} holds no filesystem and the volume is staged read-only: it must be staged by a writer once first", device.display())]
+    UnformattedReadOnly {
+        /// The device node.
+        device: PathBuf,
+    },
+}
+
+/// What the staging path should hold, as [`StageError::Conflict`] says.
+#[derive(Debug)]
+pub enum Expected {
+    /// The volume's disk.
+    Disk(DeviceRef),
+    /// Nothing known: the volume's LUN has no disk here.
+    NotAttached {
+        /// The volume's target.
+        target: Iqn,
+        /// Its LUN.
+        lun: u32,
+    },
+    /// Nothing: a block volume is not mounted when staged.
+    Nothing,
+}
+
+impl fmt::Display for Expected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Expected::Disk(disk) => disk.fmt(f),
+            Expected::NotAttached { target, lun } => {
+                write!(f, "none: LUN {lun} of {target} is not attached")
+            }
+            Expected::Nothing => f.write_str("nothing: a block volume is not mounted when staged"),
+        }
+    }
+}
+
+/// How a volume is staged: its filesystem and mode (`ext4 read-write`).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Staged {
+    /// The filesystem type.
+    pub fs_type: String,
+    /// Read-only or read-write.
+    pub mode: MountMode,
+}
+
+impl fmt::Display for Staged {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.fs_type, self.mode)
+    }
+}
+
+/// A validated NodeStageVolume.
+pub(super) struct Stage {
+    /// The volume.
+    id: VolumeId,
+    /// Where to mount it (normalised, not yet resolved).
+    staging: PathBuf,
+    /// How it is accessed.
+    cap: Capability,
+    /// Its target, from publish_context.
+    target: PublishContext,
+    /// The credentials for this volume and this node, when the target wants CHAP.
+    chap: Option<Chap>,
+}
+
+/// Validates NodeStageVolume (`initiator`: this node's IQN, which the CHAP credentials are
+/// derived with).
+pub(super) fn validate_stage(
+    req: &NodeStageVolumeRequest,
+    initiator: &Iqn,
+) -> Result<Stage, NodeError> {
+    let id = context::volume(&req.volume_id)?;
+    let staging = context::abs_path("staging_target_path", &req.staging_target_path)?;
+    let cap = context::capability(req.volume_capability.as_ref())?;
+    let target = context::publish_context(&req.publish_context)?;
+    let chap = chap(&req.secrets, &id, target.chap, initiator)?;
+    Ok(Stage {
+        id,
+        staging,
+        cap,
+        target,
+        chap,
+    })
+}
+
+/// The CHAP credentials for `volume` and this node, when the target wants CHAP.
+fn chap(
+    secrets: &HashMap<String, String>,
+    volume: &VolumeId,
+    required: bool,
+    initiator: &Iqn,
+) -> Result<Option<Chap>, NodeError> {
+    if !required {
+        if secrets.contains_key(chap::SECRET_KEY) {
+            tracing::warn!("stage secrets hold a CHAP key but the target does not use CHAP (publish_context authMethod=None); logging in without");
+        }
+        return Ok(None);
+    }
+    ChapKey::from_secrets(secrets)?
+        .map(|key| Some(key.credentials(volume, initiator)))
+        .ok_or(
+            StageError::MissingChapKey {
+                key: chap::SECRET_KEY,
+            }
+            .into(),
+        )
+}
+
+/// A validated NodeUnstageVolume.
+pub(super) struct Unstage {
+    /// The volume, as named (an id that is not ours finds nothing).
+    volume_id: String,
+    /// Where it is staged (normalised, not yet resolved).
+    staging: PathBuf,
+}
+
+/// Validates NodeUnstageVolume.
+pub(super) fn validate_unstage(req: &NodeUnstageVolumeRequest) -> Result<Unstage, NodeError> {
+    context::volume_id(&req.volume_id)?;
+    Ok(Unstage {
+        volume_id: req.volume_id.clone(),
+        staging: context::abs_path("staging_target_path", &req.staging_target_path)?,
+    })
+}
+
 impl NodeService {
-    /// NodeStageVolume.
-    pub(super) async fn stage(
-        &self,
-        req: &NodeStageVolumeRequest,
-    ) -> Result<NodeStageVolumeResponse, NodeError> {
-        let id = context::volume(&req.volume_id)?;
-        let staging = context::abs_path("staging_target_path", &req.staging_target_path)?;
-        let cap = context::capability(req.volume_capability.as_ref())?;
-        let target = context::publish_context(&req.publish_context)?;
-        let chap = self.chap(&req.secrets, &id, target.chap)?;
-        let _guard = self.lock(&req.volume_id)?;
-        let staging = resolve(&staging);
+    /// NodeStageVolume, validated and under the volume's guard.
+    pub(super) async fn stage(&self, req: &Stage) -> Result<(), NodeError> {
+        let Stage {
+            id,
+            staging,
+            cap,
+            target,
+            chap,
+        } = req;
+        let staging = resolve(staging);
 
         let record = StageRecord {
-            volume_id: req.volume_id.clone(),
+            volume_id: id.to_string(),
             target_iqn: target.iqn.to_string(),
             portals: target.portals.iter().map(ToString::to_string).collect(),
             lun: target.lun,
         };
         if let Some(mounted) = self.mount_at(&staging).await? {
-            self.check_staged(&staging, &mounted, &target, &cap)?;
+            self.check_staged(&staging, &mounted, target, cap)?;
             // Re-written in case it was lost: unstage needs it.
             self.state.save(&record).await?;
             tracing::info!(staging = %staging.display(), "already staged");
-            return Ok(NodeStageVolumeResponse {});
+            return Ok(());
         }
         // Written before the login, so that an unstage after a crash finds the session.
         self.state.save(&record).await?;
-        let portal = match self.ensure_session(&target, chap.as_ref()).await {
+        let portal = match self.ensure_session(target, chap.as_ref()).await {
             Ok(p) => p,
             Err(e) => {
                 // Never forget a target that still has a session: unstage logs it out.
                 match self.sysfs.sessions_of(target.iqn.as_str()) {
-                    Ok(left) if left.is_empty() => self.state.remove(&req.volume_id).await?,
+                    Ok(left) if left.is_empty() => self.state.remove(&record.volume_id).await?,
                     _ => {
                         tracing::warn!(target = %target.iqn, "a session to the target may be left after the failed login; keeping the stage record for NodeUnstageVolume")
                     }
@@ -89,36 +257,14 @@ impl NodeService {
         tracing::info!(device = %disk.path.display(), lun = target.lun, "LUN attached");
         match &cap.access {
             Access::Block if cap.read_only => {
-                device::set_read_only(self.tools.as_ref(), &disk.path).await?;
-                Ok(NodeStageVolumeResponse {})
+                Ok(device::set_read_only(self.tools.as_ref(), &disk.path).await?)
             }
-            Access::Block => Ok(NodeStageVolumeResponse {}),
+            Access::Block => Ok(()),
             Access::Mount { fs, options } => {
                 self.format_and_mount(&disk, &staging, *fs, options, cap.read_only)
-                    .await?;
-                Ok(NodeStageVolumeResponse {})
+                    .await
             }
         }
-    }
-
-    /// The CHAP credentials for this volume and this node, when the target wants CHAP.
-    fn chap(
-        &self,
-        secrets: &HashMap<String, String>,
-        volume: &VolumeId,
-        required: bool,
-    ) -> Result<Option<Chap>, NodeError> {
-        if !required {
-            if secrets.contains_key(chap::SECRET_KEY) {
-                tracing::warn!("stage secrets hold a CHAP key but the target does not use CHAP (publish_context authMethod=None); logging in without");
-            }
-            return Ok(None);
-        }
-        ChapKey::from_secrets(secrets)?
-            .map(|key| Some(key.credentials(volume, &self.config.initiator_iqn)))
-            .ok_or(NodeError::MissingChapKey {
-                key: chap::SECRET_KEY,
-            })
     }
 
     /// Whether what is mounted at the staging path is this volume, staged compatibly.
@@ -129,52 +275,41 @@ impl NodeService {
         target: &PublishContext,
         cap: &Capability,
     ) -> Result<(), NodeError> {
-        let conflict = |expected: String| NodeError::StagingConflict {
+        let conflict = |expected: Expected| StageError::Conflict {
             path: staging.to_path_buf(),
-            found: format!("{} ({})", mounted.source, mounted.dev),
+            found: mounted.device(),
             expected,
         };
         let disk = self
             .sysfs
             .find_lun(target.iqn.as_str(), target.lun)?
             .ok_or_else(|| {
-                conflict(format!(
-                    "none: LUN {} of {} is not attached",
-                    target.lun, target.iqn
-                ))
+                conflict(Expected::NotAttached {
+                    target: target.iqn.clone(),
+                    lun: target.lun,
+                })
             })?;
         if disk.dev != mounted.dev {
-            return Err(conflict(format!("{} ({})", disk.path.display(), disk.dev)));
+            return Err(conflict(Expected::Disk((&disk).into())).into());
         }
         let Access::Mount { fs, .. } = &cap.access else {
-            return Err(conflict(
-                "nothing: a block volume is not mounted when staged".into(),
-            ));
+            return Err(conflict(Expected::Nothing).into());
         };
-        let existing = format!(
-            "{} {}",
-            mounted.fs_type,
-            if mounted.read_only() {
-                "read-only"
-            } else {
-                "read-write"
-            }
-        );
-        let wanted = format!(
-            "{} {}",
-            fs.name(),
-            if cap.read_only {
-                "read-only"
-            } else {
-                "read-write"
-            }
-        );
+        let existing = Staged {
+            fs_type: mounted.fs_type.clone(),
+            mode: mounted.mode(),
+        };
+        let wanted = Staged {
+            fs_type: fs.name().to_string(),
+            mode: MountMode::of(cap.read_only),
+        };
         if existing != wanted {
-            return Err(NodeError::StagedDifferently {
+            return Err(StageError::StagedDifferently {
                 path: staging.to_path_buf(),
                 existing,
                 wanted,
-            });
+            }
+            .into());
         }
         Ok(())
     }
@@ -272,26 +407,23 @@ impl NodeService {
         let device = disk.path.display().to_string();
         let existing = match self.fs.probe(&disk.path).await? {
             Content::Blank if read_only => {
-                return Err(NodeError::UnformattedReadOnly { device });
+                return Err(StageError::UnformattedReadOnly {
+                    device: disk.path.clone(),
+                }
+                .into());
             }
             Content::Blank => {
                 self.fs.mkfs(&disk.path, fs).await?;
                 false
             }
             Content::Filesystem(found) if found == fs.name() => true,
-            Content::Filesystem(found) => {
-                return Err(NodeError::WrongContent {
-                    device,
-                    found: format!("an {found} filesystem"),
-                    wanted: fs.name().into(),
-                })
-            }
-            Content::Other(found) => {
-                return Err(NodeError::WrongContent {
-                    device,
+            found => {
+                return Err(StageError::WrongContent {
+                    device: disk.path.clone(),
                     found,
-                    wanted: fs.name().into(),
-                })
+                    wanted: fs,
+                }
+                .into())
             }
         };
         tokio::fs::create_dir_all(staging)
@@ -346,15 +478,9 @@ impl NodeService {
         Ok(())
     }
 
-    /// NodeUnstageVolume.
-    pub(super) async fn unstage(
-        &self,
-        req: &NodeUnstageVolumeRequest,
-    ) -> Result<NodeUnstageVolumeResponse, NodeError> {
-        context::volume_id(&req.volume_id)?;
-        let staging = context::abs_path("staging_target_path", &req.staging_target_path)?;
-        let _guard = self.lock(&req.volume_id)?;
-        let staging = resolve(&staging);
+    /// NodeUnstageVolume, validated and under the volume's guard.
+    pub(super) async fn unstage(&self, req: &Unstage) -> Result<(), NodeError> {
+        let staging = resolve(&req.staging);
 
         let record = match self.state.load(&req.volume_id).await {
             // Unreadable: the staged disk still leads to the session, and the file goes.
@@ -401,7 +527,7 @@ impl NodeService {
             tracing::info!(target = %t, "logged out and node records deleted");
         }
         self.state.remove(&req.volume_id).await?;
-        Ok(NodeUnstageVolumeResponse {})
+        Ok(())
     }
 
     /// Fails when one of `disks` is mounted anywhere but at the staging path: deleting it
@@ -423,10 +549,11 @@ impl NodeService {
                 .map(|m| m.mount_point.clone())
                 .collect();
             if !users.is_empty() {
-                return Err(NodeError::StillInUse {
+                return Err(StageError::StillInUse {
                     device: name.clone(),
                     mounts: users,
-                });
+                }
+                .into());
             }
         }
         Ok(())

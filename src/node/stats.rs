@@ -55,30 +55,40 @@ async fn statvfs(path: &Path) -> Result<FsUsage, NodeError> {
     })
 }
 
+/// A validated NodeGetVolumeStats: the volume path.
+pub(super) struct Stats {
+    /// Where the volume is staged or published (normalised, not yet resolved).
+    path: PathBuf,
+}
+
+/// Validates NodeGetVolumeStats.
+pub(super) fn validate_stats(req: &NodeGetVolumeStatsRequest) -> Result<Stats, NodeError> {
+    context::volume_id(&req.volume_id)?;
+    // No volume lives at a relative path: that is "not found" (csi-sanity checks it).
+    if !req.volume_path.is_empty() && !req.volume_path.starts_with('/') {
+        return Err(NodeError::PathNotFound {
+            path: req.volume_path.clone().into(),
+        });
+    }
+    let path = context::abs_path("volume_path", &req.volume_path)?;
+    if !req.staging_target_path.is_empty() {
+        context::abs_path("staging_target_path", &req.staging_target_path)?;
+    }
+    Ok(Stats { path })
+}
+
 impl NodeService {
-    /// NodeGetVolumeStats.
-    pub(super) async fn stats(
-        &self,
-        req: &NodeGetVolumeStatsRequest,
-    ) -> Result<NodeGetVolumeStatsResponse, NodeError> {
-        context::volume_id(&req.volume_id)?;
-        // No volume lives at a relative path: that is "not found" (csi-sanity checks it).
-        if !req.volume_path.is_empty() && !req.volume_path.starts_with('/') {
-            return Err(NodeError::PathNotFound {
-                path: req.volume_path.clone().into(),
-            });
-        }
-        let path = context::abs_path("volume_path", &req.volume_path)?;
-        if !req.staging_target_path.is_empty() {
-            context::abs_path("staging_target_path", &req.staging_target_path)?;
-        }
+    /// NodeGetVolumeStats, validated. It only observes: no guard, so it answers while
+    /// another operation on the volume runs.
+    pub(super) async fn stats(&self, req: &Stats) -> Result<NodeGetVolumeStatsResponse, NodeError> {
+        let path = &req.path;
         if let Err(e) = tokio::fs::metadata(&path).await {
             return Err(match e.kind() {
-                std::io::ErrorKind::NotFound => NodeError::PathNotFound { path },
-                _ => NodeError::io("inspect", &path)(e),
+                std::io::ErrorKind::NotFound => NodeError::PathNotFound { path: path.clone() },
+                _ => NodeError::io("inspect", path)(e),
             });
         }
-        let path = resolve(&path);
+        let path = resolve(path);
         if let Some(dev) = self.mounter.block_device(&path).await? {
             let size = match self.sysfs.health(dev)? {
                 Some(h) => self.sysfs.size_bytes(&h.name)?.unwrap_or(0),

@@ -24,9 +24,9 @@
 //! refuse to be written twice.
 
 mod configfs;
+#[cfg(any(test, feature = "testing"))]
+pub mod fake;
 mod portal;
-#[cfg(test)]
-mod sim;
 #[cfg(test)]
 mod tests;
 

@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use super::sim::SimConfigfs;
+use super::fake::FakeConfigfs;
 use super::*;
 use crate::domain::chap;
 
@@ -9,8 +9,8 @@ const IQN: &str = "iqn.2026-11.io.csi.lvm-iscsi:csivg.pvc-1";
 const NODE1: &str = "iqn.1993-08.org.debian:01:node1";
 const NODE2: &str = "iqn.1993-08.org.debian:01:node2";
 
-fn backend() -> (LioBackend, Arc<SimConfigfs>) {
-    let sim = Arc::new(SimConfigfs::new());
+fn backend() -> (LioBackend, Arc<FakeConfigfs>) {
+    let sim = Arc::new(FakeConfigfs::new());
     let b = LioBackend::with_configfs(sim.root().to_path_buf(), format!("{PREFIX}:"), sim.clone());
     (b, sim)
 }
@@ -43,7 +43,7 @@ fn with_chap(initiator: &str) -> AclSpec {
 }
 
 /// No value ever carries the newline LIO would store as part of it.
-fn assert_clean_writes(sim: &SimConfigfs) {
+fn assert_clean_writes(sim: &FakeConfigfs) {
     for (path, value) in sim.writes() {
         assert!(
             !value.ends_with('\n') && !value.ends_with(' '),
@@ -322,7 +322,7 @@ async fn probe_registers_the_fabric_or_explains() {
     assert!(sim.has("target/iscsi"));
     b.probe().await.unwrap();
 
-    let bare = Arc::new(SimConfigfs::unloaded());
+    let bare = Arc::new(FakeConfigfs::unloaded());
     let b = LioBackend::with_configfs(bare.root().to_path_buf(), PREFIX.into(), bare.clone());
     let err = b.probe().await.unwrap_err();
     assert!(

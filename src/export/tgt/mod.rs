@@ -24,9 +24,9 @@
 //! as secret arguments, never logged, but visible in the process table while tgtadm runs.
 //! tgtd keeps no state across restarts; the controller rebuilds exports at start-up.
 
+#[cfg(any(test, feature = "testing"))]
+pub mod fake;
 mod parse;
-#[cfg(test)]
-mod sim;
 #[cfg(test)]
 mod tests;
 

@@ -1,9 +1,9 @@
 use std::sync::{Arc, Mutex};
 
-use super::sim::{Tgt, Tgtd};
+use super::fake::{FakeTgtd, Tgt};
 use super::*;
 use crate::domain::chap;
-use crate::exec::FakeRunner;
+use crate::exec::fake::FakeRunner;
 
 const PREFIX: &str = "iqn.2026-11.io.csi.lvm-iscsi";
 const IQN: &str = "iqn.2026-11.io.csi.lvm-iscsi:csivg.pvc-1";
@@ -13,9 +13,9 @@ const NODE2: &str = "iqn.1993-08.org.debian:01:node2";
 /// The real listing of parse.rs's tests (three targets, one foreign).
 const SHOW: &str = include_str!("testdata/show-target.txt");
 
-type Shared = Arc<Mutex<Tgtd>>;
+type Shared = Arc<Mutex<FakeTgtd>>;
 
-fn backend_on(tgtd: Tgtd) -> (TgtBackend, Shared, Arc<FakeRunner>) {
+fn backend_on(tgtd: FakeTgtd) -> (TgtBackend, Shared, Arc<FakeRunner>) {
     let state: Shared = Arc::new(Mutex::new(tgtd));
     let s = state.clone();
     let runner = Arc::new(FakeRunner::new(move |argv| {
@@ -28,7 +28,7 @@ fn backend_on(tgtd: Tgtd) -> (TgtBackend, Shared, Arc<FakeRunner>) {
 }
 
 fn backend() -> (TgtBackend, Shared, Arc<FakeRunner>) {
-    backend_on(Tgtd::with_default_portals())
+    backend_on(FakeTgtd::with_default_portals())
 }
 
 fn spec() -> ExportSpec {
@@ -48,8 +48,8 @@ fn acl(initiator: &str) -> AclSpec {
 }
 
 /// A tgtd already holding the captured listing's targets (tid 1 and 3 ours, 2 foreign).
-fn captured() -> Tgtd {
-    let mut tgtd = Tgtd::with_default_portals();
+fn captured() -> FakeTgtd {
+    let mut tgtd = FakeTgtd::with_default_portals();
     for t in parse_targets(SHOW).unwrap() {
         let mut x = Tgt {
             name: t.name.clone(),

@@ -1,7 +1,7 @@
 //! Tests of the sysfs walk on a tree laid out like the real one.
 
 use super::*;
-use crate::node::testutil::FakeSysfs;
+use crate::node::fake::FakeSysfs;
 
 fn portal() -> Portal {
     "127.0.0.1:3260".parse().unwrap()

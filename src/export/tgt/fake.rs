@@ -10,35 +10,35 @@ use crate::exec::Output;
 
 /// One target.
 #[derive(Default)]
-pub(super) struct Tgt {
+pub struct Tgt {
     /// Target IQN.
-    pub(super) name: String,
+    pub name: String,
     /// lun -> (path, scsi id, scsi sn)
-    pub(super) luns: BTreeMap<u32, (String, String, String)>,
+    pub luns: BTreeMap<u32, (String, String, String)>,
     /// (user, outgoing)
-    pub(super) accounts: Vec<(String, bool)>,
+    pub accounts: Vec<(String, bool)>,
     /// ACL entries.
-    pub(super) acls: Vec<String>,
+    pub acls: Vec<String>,
     /// (sid, initiator, cid)
-    pub(super) sessions: Vec<(u64, String, u64)>,
+    pub sessions: Vec<(u64, String, u64)>,
     /// lun -> the device size read when the backing store was opened (as tgtd caches it).
-    pub(super) sizes: BTreeMap<u32, u64>,
+    pub sizes: BTreeMap<u32, u64>,
 }
 
 /// A tgtd in memory that answers tgtadm like tgt 1.0.85 does (same listing layout, same
 /// refusals with exit code 22).
 #[derive(Default)]
-pub(super) struct Tgtd {
+pub struct FakeTgtd {
     /// Targets by tid.
-    pub(super) targets: BTreeMap<u32, Tgt>,
+    pub targets: BTreeMap<u32, Tgt>,
     /// Accounts: user -> password.
-    pub(super) accounts: BTreeMap<String, String>,
+    pub accounts: BTreeMap<String, String>,
     /// Listening portals, newest first (as tgtadm lists them).
-    pub(super) portals: Vec<String>,
+    pub portals: Vec<String>,
     /// How many more target deletes find commands still in flight.
-    pub(super) busy: u32,
+    pub busy: u32,
     /// Sizes of the block devices on the storage node, by path (32 MiB, shown as 34 MB, when not listed).
-    pub(super) devices: BTreeMap<String, u64>,
+    pub devices: BTreeMap<String, u64>,
 }
 
 fn device_size(devices: &BTreeMap<String, u64>, path: &str) -> u64 {
@@ -49,9 +49,9 @@ fn refused(msg: &str) -> Output {
     Output::failed(22, format!("tgtadm: {msg}\n"))
 }
 
-impl Tgtd {
-    pub(super) fn with_default_portals() -> Self {
-        Tgtd {
+impl FakeTgtd {
+    pub fn with_default_portals() -> Self {
+        FakeTgtd {
             portals: vec!["[::]:3260".into(), "0.0.0.0:3260".into()],
             ..Default::default()
         }
@@ -95,7 +95,7 @@ impl Tgtd {
         s
     }
 
-    pub(super) fn answer(&mut self, argv: &[String]) -> Output {
+    pub fn answer(&mut self, argv: &[String]) -> Output {
         let mut flags: BTreeMap<&str, &str> = BTreeMap::new();
         let mut i = 1;
         while i < argv.len() {

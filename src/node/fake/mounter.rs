@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use nix::errno::Errno;
 use nix::mount::MsFlags;
 
-use super::device::DevNum;
-use super::mount::{mount_at, MountEntry, MountError, Mounter, Unmounted};
+use crate::node::device::DevNum;
+use crate::node::mount::{mount_at, MountEntry, MountError, Mounter, Unmounted};
 
 /// The device number devtmpfs has in the lab (a bind-mounted device node shows it).
 const DEVTMPFS: DevNum = DevNum::new(0, 5);

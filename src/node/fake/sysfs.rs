@@ -1,5 +1,5 @@
-//! Test fixtures shared by the node's unit tests: a sysfs + /dev tree in a temporary
-//! directory laid out like the real one (captured in the lab after a login:
+//! A sysfs + /dev tree in a temporary directory laid out like the real one (captured in the
+//! lab after a login:
 //! `class/iscsi_session/sessionN -> ../../devices/platform/hostH/sessionN/iscsi_session/sessionN`,
 //! `sessionN/device -> ../../../sessionN`, `targetH:0:0/H:0:0:LUN/block/sdX`,
 //! `block/sdX -> ../devices/...`, `dev/block/MAJ:MIN -> ../../devices/...`).
@@ -8,8 +8,8 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::device::{DevNum, Sysfs, LOGGED_IN};
 use crate::domain::Portal;
+use crate::node::device::{DevNum, Sysfs, LOGGED_IN};
 
 /// A fake sysfs and /dev in a temporary directory (host number = session id).
 #[derive(Clone)]
@@ -27,6 +27,12 @@ fn link(target: &str, at: &Path) {
     std::fs::create_dir_all(at.parent().unwrap()).unwrap();
     let _ = std::fs::remove_file(at);
     symlink(target, at).unwrap();
+}
+
+impl Default for FakeSysfs {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl FakeSysfs {

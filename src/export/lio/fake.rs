@@ -17,7 +17,7 @@ use std::time::Duration;
 use super::configfs::{Configfs, Kind, RealConfigfs};
 
 /// The simulation. `root()` stands for `/sys/kernel/config`.
-pub struct SimConfigfs {
+pub struct FakeConfigfs {
     /// Holds the files.
     dir: tempfile::TempDir,
     /// Items and links created through the trait (the rest is the kernel's).
@@ -66,7 +66,13 @@ enum Item {
     MappedLun,
 }
 
-impl SimConfigfs {
+impl Default for FakeConfigfs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FakeConfigfs {
     /// A configfs with target_core_mod loaded (`target/core` present, no fabric yet).
     pub fn new() -> Self {
         let sim = Self::unloaded();
@@ -82,7 +88,7 @@ impl SimConfigfs {
 
     /// A configfs mount without the target modules.
     pub fn unloaded() -> Self {
-        SimConfigfs {
+        FakeConfigfs {
             dir: tempfile::tempdir().expect("tempdir"),
             user: Mutex::new(HashSet::new()),
             writes: Mutex::new(Vec::new()),
@@ -319,7 +325,7 @@ impl SimConfigfs {
     }
 }
 
-impl Configfs for SimConfigfs {
+impl Configfs for FakeConfigfs {
     fn mkdir(&self, path: &Path) -> io::Result<()> {
         let item = self
             .classify(path)
