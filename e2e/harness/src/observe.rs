@@ -2,9 +2,6 @@
 //! mountinfo), so the lab programs check the driver's work instead of taking its word.
 //! Commands run quietly here: their output is data, not part of the programs' report.
 
-// Each lab program uses its own subset.
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 

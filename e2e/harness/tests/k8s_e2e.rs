@@ -9,14 +9,7 @@
 //! Run that way without a reachable cluster it fails and says why; it never passes without
 //! having done the work. See e2e/k8s/README.md for the host prerequisites.
 
-#[path = "../e2e/k8s/cluster.rs"]
-mod cluster;
-#[path = "../e2e/k8s/helm.rs"]
-mod helm;
-#[path = "../e2e/k8s/scenario.rs"]
-mod scenario;
-#[path = "../e2e/k8s/settings.rs"]
-mod settings;
+use lvm_iscsi_csi_e2e::k8s::{cluster, helm, scenario, settings};
 
 #[tokio::test]
 #[ignore = "needs a Kubernetes cluster: KUBECONFIG=... E2E_IMAGE=... cargo test --test k8s_e2e -- --ignored"]
