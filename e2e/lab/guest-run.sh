@@ -16,8 +16,8 @@
 #   CSI_LAB_OUT      output directory (logs, JUnit report, summary); shared with the host
 #   CSI_SANITY       the csi-sanity binary (empty: csi-sanity is not run, and that is a failure)
 #   LAB_TEST_LIST    file listing the lab tests, "BINARY TEST PATH" per line (may be empty)
-#   LAB_TEST_TIMEOUT seconds per lab test (default 600)
-#   SANITY_TIMEOUT   seconds for csi-sanity (default 1500)
+#   LAB_TEST_TIMEOUT seconds per lab test (default 900)
+#   SANITY_TIMEOUT   seconds for csi-sanity (default 2400)
 #   SANITY_FOCUS     optional ginkgo focus regex (to run part of csi-sanity by hand)
 set -uo pipefail
 
@@ -28,8 +28,8 @@ export CSI_BIN=${CSI_BIN:-}
 export CSI_LAB_OUT=${CSI_LAB_OUT:-$ROOT/e2e/out/lab}
 CSI_SANITY=${CSI_SANITY:-}
 LAB_TEST_LIST=${LAB_TEST_LIST:-}
-LAB_TEST_TIMEOUT=${LAB_TEST_TIMEOUT:-600}
-SANITY_TIMEOUT=${SANITY_TIMEOUT:-1500}
+LAB_TEST_TIMEOUT=${LAB_TEST_TIMEOUT:-900}
+SANITY_TIMEOUT=${SANITY_TIMEOUT:-2400}
 SKIPS_FILE=$ROOT/e2e/sanity-skips.txt
 OUT=$CSI_LAB_OUT
 mkdir -p "$OUT"
@@ -45,9 +45,9 @@ write_summary() { # LAST_LINE
     echo "$1"
   } >"$OUT/summary.txt.new" && mv "$OUT/summary.txt.new" "$OUT/summary.txt"
 }
-running() { write_summary "lab: INCOMPLETE: stopped during $* (begun $((SECONDS - T0)) s into the guest run)"; }
+running() { write_summary "lab: INCOMPLETE: the run got as far as $* (begun $((SECONDS - T0)) s into it)"; }
 record() { # STATUS NAME SECONDS [NOTE]
-  RESULTS+=("$(printf '%-5s %-64s %5ss %s' "$1" "$2" "$3" "${4:-}")")
+  RESULTS+=("$(printf '%-5s %-72s %5ss %s' "$1" "$2" "$3" "${4:-}")")
   [ "$1" != FAIL ] || FAILED=1
   running "the next step"
 }
@@ -81,7 +81,7 @@ run_lab_tests() {
   while read -r bin test exe; do
     [ -n "$test" ] || continue
     i=$((i + 1))
-    printf '[%2d/%d] %-64s ' "$i" "$total" "$bin::$test"
+    printf '[%2d/%d] %-72s ' "$i" "$total" "$bin::$test"
     running "$bin::$test (test $i of $total)"
     start=$SECONDS
     part=$OUT/.test-output
