@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench.sh — the benchmark, in one command: builds the driver and the benchmark program
-# (examples/lab_bench.rs) with the release profile, boots ONE kernel-lab guest and measures,
+# (e2e/harness/src/bin/lab_bench) with the release profile, boots ONE kernel-lab guest and measures,
 # side by side with the same work done by hand with the raw tools (e2e/bench/floor-*.sh):
 #   1. attach (Create + ControllerPublish + NodeStage + NodePublish) vs the raw-tool floor
 #   2. 50 concurrent CreateVolume calls vs 50 serial lvcreate
@@ -17,7 +17,7 @@
 #
 # Environment:
 #   BENCH_RUNS (5), BENCH_CONCURRENT (50), BENCH_RESTORE (500), BENCH_LIVES (100),
-#   BENCH_PARALLEL (8)   sizes of the phases (see examples/lab_bench.rs)
+#   BENCH_PARALLEL (8)   sizes of the phases (see e2e/harness/src/bin/lab_bench)
 #   BENCH_PROFILE        cargo profile (default release)
 #   BENCH_TIMEOUT        seconds for the guest (default 2400)
 set -euo pipefail
@@ -55,7 +55,7 @@ rm -rf "$OUT" && mkdir -p "$OUT"
 PROFILE=${BENCH_PROFILE:-release}
 say "building the driver and the benchmark program (cargo, profile $PROFILE)"
 t=$SECONDS
-cargo build --profile "$PROFILE" --bin lvm-iscsi-csi --example lab_bench \
+cargo build --workspace --profile "$PROFILE" --bin lvm-iscsi-csi --bin lab_bench \
   --message-format=json-render-diagnostics >"$OUT/cargo.json"
 exe() { grep -o "\"executable\":\"[^\"]*/$1\"" "$OUT/cargo.json" | tail -n 1 | cut -d'"' -f4; }
 CSI_BIN=$(exe lvm-iscsi-csi)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # demo.sh — the whole flow in one command, no cluster needed: on a Debian machine, as root,
 # installs the packages it needs, builds the driver and the demo program
-# (examples/lab_demo.rs), boots ONE kernel-lab guest (e2e/lab/kernel-lab.sh: a stock Debian
+# (e2e/harness/src/bin/lab_demo), boots ONE kernel-lab guest (e2e/lab/kernel-lab.sh: a stock Debian
 # kernel under QEMU with LVM, LIO and open-iscsi), makes a volume group on a loop device there,
 # starts the real controller and node binaries and walks through the life of a
 # PersistentVolumeClaim the way Kubernetes drives it, one line per step. The last line is
@@ -53,10 +53,12 @@ rm -rf "$OUT" && mkdir -p "$OUT"
 PROFILE=${DEMO_PROFILE:-dev}
 say "building the driver and the demo program (cargo, profile $PROFILE)"
 t=$SECONDS
-# One cargo call for both: the example needs dev-dependencies, and building the binary in the
-# same call gives it the same feature set `cargo test` uses, so after `cargo test` this is a
-# no-op instead of a second compilation.
-if ! cargo build --profile "$PROFILE" --bin lvm-iscsi-csi --example lab_demo \
+# The build `cargo test --workspace` makes (it builds every binary of the workspace, the demo
+# included): after test-all.sh's `cargo test` this is a no-op. A `cargo build` of the two
+# binaries would compile many crates a second time (without the dev-dependencies' features).
+PROFILE_ARGS=()
+[ "$PROFILE" = dev ] || PROFILE_ARGS=(--profile "$PROFILE")
+if ! cargo test --workspace ${PROFILE_ARGS[@]+"${PROFILE_ARGS[@]}"} --no-run \
   --message-format=json-render-diagnostics >"$OUT/cargo.json"; then
   say "the build failed; FAIL"
   exit 1

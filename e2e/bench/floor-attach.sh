@@ -5,7 +5,7 @@
 # portal, an ACL with mutual CHAP), an open-iscsi node record with CHAP and a login, the
 # disk found through sysfs, mkfs.ext4 (the driver's options), the staging mount and the
 # pod's bind mount. Few processes: one mkdir for every directory, builtins for every write.
-# Run by examples/lab_bench.rs inside the lab guest; prints the device on stdout.
+# Run by e2e/harness/src/bin/lab_bench inside the lab guest; prints the device on stdout.
 #
 # Environment (all required): VG POOL NAME SIZE (lvcreate -V) IQN PORTAL INITIATOR
 #   CHAP_USER CHAP_PASS CHAP_USER_IN CHAP_PASS_IN STAGING TARGET

@@ -3,7 +3,7 @@
 # NodeUnpublishVolume + NodeUnstageVolume + ControllerUnpublishVolume: both unmounts, the
 # disk's buffers flushed and the SCSI device deleted, logout and the node record deleted, then
 # the ACL, LUN, portal, target and backstore removed from configfs (the LV stays, as after
-# ControllerUnpublishVolume). Undoes floor-attach.sh; run by examples/lab_bench.rs.
+# ControllerUnpublishVolume). Undoes floor-attach.sh; run by e2e/harness/src/bin/lab_bench.
 #
 # Environment (all required): NAME IQN PORTAL INITIATOR STAGING TARGET DISK (/dev/sdX)
 set -euo pipefail

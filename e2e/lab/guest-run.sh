@@ -2,10 +2,12 @@
 # guest-run.sh — the real-kernel test run, inside one lab guest (started by e2e/lab-test.sh
 # through e2e/lab/kernel-lab.sh, in the repository root):
 #   1. volume group(s) on a loop device, with a thin pool (e2e/lab/setup-vg.sh);
-#   2. each lab test binary (tests/lab_*.rs, built on the host) with --ignored --test-threads=1;
+#   2. each lab test (e2e/harness/tests/lab_*.rs, built on the host) in a process of its own,
+#      `BINARY --ignored --exact TEST`, under a time limit, one progress line per test;
 #   3. csi-sanity against the driver: controller (LIO) and node (open-iscsi) on unix sockets.
-# Every step runs even when an earlier one failed; a summary is printed and written to
-# $CSI_LAB_OUT/summary.txt, and the exit status is non-zero if any step failed.
+# Every step runs even when an earlier one failed. $CSI_LAB_OUT/summary.txt is rewritten after
+# every step (so a guest stopped from outside leaves the results so far, and the step it was
+# in), printed at the end, and the exit status is non-zero if any step failed.
 #
 # Environment (set by e2e/lab-test.sh):
 #   CSI_BIN          the driver binary
@@ -13,9 +15,9 @@
 #   CSI_THINPOOL     thin pool in it (default pool0)
 #   CSI_LAB_OUT      output directory (logs, JUnit report, summary); shared with the host
 #   CSI_SANITY       the csi-sanity binary (empty: csi-sanity is not run, and that is a failure)
-#   LAB_TEST_LIST    file listing the lab test binaries, "NAME PATH" per line (may be empty)
-#   LAB_TEST_TIMEOUT seconds per lab test binary (default 900)
-#   SANITY_TIMEOUT   seconds for csi-sanity (default 1500)
+#   LAB_TEST_LIST    file listing the lab tests, "BINARY TEST PATH" per line (may be empty)
+#   LAB_TEST_TIMEOUT seconds per lab test (default 900)
+#   SANITY_TIMEOUT   seconds for csi-sanity (default 2400)
 #   SANITY_FOCUS     optional ginkgo focus regex (to run part of csi-sanity by hand)
 set -uo pipefail
 
@@ -27,17 +29,27 @@ export CSI_LAB_OUT=${CSI_LAB_OUT:-$ROOT/e2e/out/lab}
 CSI_SANITY=${CSI_SANITY:-}
 LAB_TEST_LIST=${LAB_TEST_LIST:-}
 LAB_TEST_TIMEOUT=${LAB_TEST_TIMEOUT:-900}
-SANITY_TIMEOUT=${SANITY_TIMEOUT:-1500}
+SANITY_TIMEOUT=${SANITY_TIMEOUT:-2400}
 SKIPS_FILE=$ROOT/e2e/sanity-skips.txt
 OUT=$CSI_LAB_OUT
 mkdir -p "$OUT"
 export NO_COLOR=1 # plain logs in the files we keep
 
-RESULTS=() FAILED=0
+RESULTS=() FAILED=0 T0=$SECONDS
 say() { printf '\n=== %s\n' "$*"; }
+# The summary so far; the last line is the verdict, or the step under way while one runs.
+write_summary() { # LAST_LINE
+  {
+    echo "lab summary (logs in ${OUT#"$ROOT"/}):"
+    printf '  %s\n' ${RESULTS[@]+"${RESULTS[@]}"}
+    echo "$1"
+  } >"$OUT/summary.txt.new" && mv "$OUT/summary.txt.new" "$OUT/summary.txt"
+}
+running() { write_summary "lab: INCOMPLETE: the run got as far as $* (begun $((SECONDS - T0)) s into it)"; }
 record() { # STATUS NAME SECONDS [NOTE]
-  RESULTS+=("$(printf '%-5s %-48s %5ss %s' "$1" "$2" "$3" "${4:-}")")
+  RESULTS+=("$(printf '%-5s %-72s %5ss %s' "$1" "$2" "$3" "${4:-}")")
   [ "$1" != FAIL ] || FAILED=1
+  running "the next step"
 }
 
 say "guest: $(uname -r), $(nproc) CPUs, $(awk '/MemTotal/{print int($2/1024)}' /proc/meminfo) MiB"
@@ -45,6 +57,7 @@ say "guest: $(uname -r), $(nproc) CPUs, $(awk '/MemTotal/{print int($2/1024)}' /
 # --- 1. volume groups -----------------------------------------------------------------------
 setup_vg() {
   local start=$SECONDS
+  running "setup-vg${1:+ ($1)}"
   if LAB_THINPOOL=$CSI_THINPOOL "$ROOT/e2e/lab/setup-vg.sh" "$CSI_VG" >"$OUT/setup-vg.log" 2>&1; then
     record PASS "setup-vg $CSI_VG/$CSI_THINPOOL${1:+ ($1)}" $((SECONDS - start))
   else
@@ -56,25 +69,48 @@ setup_vg() {
 say "setting up volume group $CSI_VG with thin pool $CSI_THINPOOL"
 setup_vg || true
 
-# --- 2. lab test binaries -------------------------------------------------------------------
-if [ -z "$LAB_TEST_LIST" ] || [ ! -s "$LAB_TEST_LIST" ]; then
-  say "no lab test binaries (no tests/lab_*.rs yet)"
-  record SKIP "lab tests" 0 "no tests/lab_*.rs"
-else
-  while read -r name exe; do
-    [ -n "$name" ] || continue
-    say "lab test $name"
+# --- 2. lab tests ---------------------------------------------------------------------------
+# One process per test: each has its own time limit, a hung test is named, and the tests
+# after it still run.
+run_lab_tests() {
+  local total i=0 passed=0 failed=0 bin test exe start rc note part
+  total=$(grep -c . "$LAB_TEST_LIST")
+  say "$total lab tests, at most ${LAB_TEST_TIMEOUT} s each"
+  rm -f "$OUT"/lab_*.log
+  # stdin from the list file for the loop only: the tests read /dev/null.
+  while read -r bin test exe; do
+    [ -n "$test" ] || continue
+    i=$((i + 1))
+    printf '[%2d/%d] %-72s ' "$i" "$total" "$bin::$test"
+    running "$bin::$test (test $i of $total)"
     start=$SECONDS
-    # stdin from /dev/null: the loop's own input must not reach the tests.
-    if timeout -k 10 "$LAB_TEST_TIMEOUT" "$exe" --ignored --test-threads=1 </dev/null 2>&1 | tee "$OUT/$name.log"; then
-      record PASS "$name" $((SECONDS - start))
+    part=$OUT/.test-output
+    rc=0
+    timeout -k 10 "$LAB_TEST_TIMEOUT" "$exe" --ignored --exact "$test" --test-threads=1 \
+      </dev/null >"$part" 2>&1 || rc=$?
+    { printf '\n##### %s (exit %s, %s s)\n' "$test" "$rc" $((SECONDS - start)); cat "$part"; } >>"$OUT/$bin.log"
+    if [ "$rc" = 0 ] && grep -q '^test result: ok. 1 passed' "$part"; then
+      passed=$((passed + 1))
+      echo "ok ($((SECONDS - start)) s)"
+      record PASS "$bin::$test" $((SECONDS - start))
     else
-      rc=${PIPESTATUS[0]}
+      failed=$((failed + 1))
       note="exit $rc"
-      [ "$rc" != 124 ] || note="timed out after ${LAB_TEST_TIMEOUT}s"
-      record FAIL "$name" $((SECONDS - start)) "$note; see $name.log"
+      [ "$rc" != 124 ] || note="timed out after ${LAB_TEST_TIMEOUT} s"
+      [ "$rc" != 0 ] || note="did not run (filtered out?)"
+      echo "FAILED: $note ($((SECONDS - start)) s)"
+      tail -n 60 "$part" | sed 's/^/    | /'
+      record FAIL "$bin::$test" $((SECONDS - start)) "$note; see $bin.log"
     fi
   done <"$LAB_TEST_LIST"
+  rm -f "$part"
+  RESULTS+=("$(printf 'lab tests: %d passed, %d failed, of %d' "$passed" "$failed" "$total")")
+}
+if [ -z "$LAB_TEST_LIST" ] || [ ! -s "$LAB_TEST_LIST" ]; then
+  say "no lab tests (no e2e/harness/tests/lab_*.rs)"
+  record SKIP "lab tests" 0 "no e2e/harness/tests/lab_*.rs"
+else
+  run_lab_tests
 fi
 
 # --- 3. csi-sanity --------------------------------------------------------------------------
@@ -206,6 +242,7 @@ run_sanity() {
   fi
 }
 say "csi-sanity"
+running csi-sanity
 run_sanity
 
 # --- what the kernel and the tools were left with, for whoever reads a failure --------------
@@ -219,9 +256,7 @@ run_sanity
 } >"$OUT/state.txt" 2>&1
 dmesg >"$OUT/dmesg.log" 2>&1
 
-{
-  echo "lab summary (logs in ${OUT#"$ROOT"/}):"
-  printf '  %s\n' "${RESULTS[@]}"
-  if [ $FAILED = 0 ]; then echo "lab: all passed"; else echo "lab: FAILED"; fi
-} | tee "$OUT/summary.txt"
+if [ $FAILED = 0 ]; then write_summary "lab: all passed"; else write_summary "lab: FAILED"; fi
+echo
+cat "$OUT/summary.txt"
 exit $FAILED

@@ -10,8 +10,8 @@
 #
 # -e exports KEY=VAL to the command in the guest (repeatable); `-e KEY` passes this machine's
 #    current value of KEY.
-# -l also copies the guest's console log to CONSOLE_LOG (the last run's log is always kept in
-#    $LAB_CACHE/console.log).
+# -l also copies the guest's console log to CONSOLE_LOG, which the messages then name (the
+#    last run's log is also kept in $LAB_CACHE/console.log, overwritten by the next guest).
 # -n gives the guest a virtio NIC on a QEMU netdev, e.g. socket,id=n0,listen=127.0.0.1:47001 in
 #    one guest and socket,id=n0,connect=127.0.0.1:47001 in another: two kernels (a storage node
 #    and a compute node) on one private wire. -a sets the guest's address on eth0; -M its MAC
@@ -201,13 +201,15 @@ run_guest() {
   QPID=""
   wait "$t1" "$t2" 2>/dev/null || true
   cp "$lab/console.log" "$LAB_CACHE/console.log" 2>/dev/null || true
-  [ -z "$LOGCOPY" ] || cp "$lab/console.log" "$LOGCOPY" 2>/dev/null || true
+  # The copy this run's caller asked for: $LAB_CACHE/console.log belongs to the next guest too.
+  local console=$LAB_CACHE/console.log
+  if [ -n "$LOGCOPY" ] && cp "$lab/console.log" "$LOGCOPY" 2>/dev/null; then console=$LOGCOPY; fi
   if [ $rc -eq 124 ]; then
-    echo "kernel-lab: timed out after ${TIMEOUT}s; console log: $LAB_CACHE/console.log" >&2
+    echo "kernel-lab: timed out after ${TIMEOUT}s; console log: $console" >&2
     return 124
   fi
   if [ ! -f "$lab/rc" ]; then
-    echo "kernel-lab: the guest did not run the command (qemu exit $rc); see $LAB_CACHE/console.log" >&2
+    echo "kernel-lab: the guest did not run the command (qemu exit $rc); see $console" >&2
     return 125
   fi
   return "$(cat "$lab/rc")"

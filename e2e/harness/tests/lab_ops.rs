@@ -13,13 +13,6 @@
 //! `#[ignore]`d: run in the lab guest (`--ignored --test-threads=1`), with CSI_BIN, CSI_VG,
 //! CSI_THINPOOL and CSI_LAB_OUT set.
 
-#[path = "lab/common.rs"]
-mod common;
-// Only the constants and kernel-side checks of the node lab helpers are used here.
-#[path = "lab/node.rs"]
-#[allow(dead_code)]
-mod node;
-
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -32,8 +25,8 @@ use lvm_iscsi_csi::csi::volume_capability::access_mode::Mode;
 use lvm_iscsi_csi::csi::*;
 use lvm_iscsi_csi::domain::chap;
 
-use common::*;
-use node::*;
+use lvm_iscsi_csi_e2e::lab::node::*;
+use lvm_iscsi_csi_e2e::lab::*;
 
 /// Where the controller serves its metrics.
 const CONTROLLER_METRICS: &str = "127.0.0.1:9841";

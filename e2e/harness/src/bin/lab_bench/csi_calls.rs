@@ -1,9 +1,6 @@
 //! The CSI calls of a volume's life, made the way the sidecars and kubelet make them, each
 //! timed into a shared table of samples by RPC name.
 
-// Each lab program uses its own subset.
-#![allow(dead_code)]
-
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -245,12 +242,12 @@ impl Csi {
         // A stage that failed after its login succeeded can leave a session that
         // NodeUnstageVolume no longer knows about: log it out by hand, and say so.
         if let Some(iqn) = v.publish.get("targetIqn") {
-            if let Ok(Some(portal)) = super::observe::Observed::session(iqn) {
+            if let Ok(Some(portal)) = lvm_iscsi_csi_e2e::observe::Observed::session(iqn) {
                 println!("  {}: a session to {iqn} survived NodeUnstageVolume (leaked); logging it out by hand", v.id);
                 self.leaked_sessions.fetch_add(1, Ordering::Relaxed);
                 let node = ["iscsiadm", "-m", "node", "-T", iqn, "-p", &portal];
-                let _ = super::observe::quiet(&[&node[..], &["--logout"]].concat());
-                let _ = super::observe::quiet(&[&node[..], &["-o", "delete"]].concat());
+                let _ = lvm_iscsi_csi_e2e::observe::quiet(&[&node[..], &["--logout"]].concat());
+                let _ = lvm_iscsi_csi_e2e::observe::quiet(&[&node[..], &["-o", "delete"]].concat());
             }
         }
         let _ = self

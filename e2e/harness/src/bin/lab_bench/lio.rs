@@ -1,9 +1,6 @@
 //! Tearing LIO's configuration down by hand, the way a reboot loses it: every target whose
 //! IQN starts with a prefix, then the backstores of an HBA.
 
-// Each lab program uses its own subset.
-#![allow(dead_code)]
-
 use std::path::Path;
 
 /// configfs's target directory.

@@ -9,8 +9,8 @@ impl Bench {
         self.controller.kill9();
         let started = Instant::now();
         self.controller =
-            common::Driver::start("controller", &self.controller_args, &self.controller_sock);
-        let channel = common::connect(&self.controller_sock).await;
+            lab::Driver::start("controller", &self.controller_args, &self.controller_sock);
+        let channel = lab::connect(&self.controller_sock).await;
         let mut identity = IdentityClient::new(channel.clone());
         loop {
             match identity.probe(ProbeRequest {}).await {

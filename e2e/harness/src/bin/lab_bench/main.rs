@@ -19,19 +19,10 @@
 //! attach/detach runs goes into the report. Output: `$CSI_LAB_OUT/results.json` and
 //! `results.md`.
 
-#[path = "lab_support/bench_restore.rs"]
 mod bench_restore;
-#[path = "../tests/lab/common.rs"]
-mod common;
-#[path = "lab_support/csi_calls.rs"]
 mod csi_calls;
-#[path = "lab_support/lio.rs"]
 mod lio;
-#[path = "lab_support/observe.rs"]
-mod observe;
-#[path = "lab_support/profile.rs"]
 mod profile;
-#[path = "lab_support/report.rs"]
 mod report;
 
 use std::collections::{BTreeMap, HashMap};
@@ -47,8 +38,9 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use self::csi_calls::{Csi, Vol};
-use self::observe::{hex, quiet, LIO_ISCSI};
 use self::report::{ms, Pair, Results};
+use lvm_iscsi_csi_e2e::lab;
+use lvm_iscsi_csi_e2e::observe::{hex, quiet, LIO_ISCSI};
 
 /// The portal on the guest's loopback.
 const PORTAL: &str = "127.0.0.1:3260";
@@ -131,9 +123,9 @@ struct Bench {
     /// gRPC clients.
     csi: Csi,
     /// The controller process.
-    controller: common::Driver,
+    controller: lab::Driver,
     /// The node process.
-    node: common::Driver,
+    node: lab::Driver,
     /// The controller's arguments (for restarts).
     controller_args: Vec<String>,
     /// The controller's socket.
@@ -362,17 +354,17 @@ async fn main() -> ExitCode {
     let restore_n = env_usize("BENCH_RESTORE", 500);
     let lives = env_usize("BENCH_LIVES", 100);
     let parallel = env_usize("BENCH_PARALLEL", 8);
-    let vg = common::lab_env_or("CSI_VG", "csivg");
-    let pool = common::lab_env_or("CSI_THINPOOL", "pool0");
-    let out = common::out_dir();
-    let floor_dir = PathBuf::from(common::lab_env("BENCH_FLOOR_DIR"));
+    let vg = lab::lab_env_or("CSI_VG", "csivg");
+    let pool = lab::lab_env_or("CSI_THINPOOL", "pool0");
+    let out = lab::out_dir();
+    let floor_dir = PathBuf::from(lab::lab_env("BENCH_FLOOR_DIR"));
     let run = std::env::temp_dir().join("lvm-iscsi-csi-bench");
     std::fs::create_dir_all(&run).expect("creating the scratch directory");
 
     let key = random_hex(32);
     let key_file = run.join("chap.key");
     std::fs::write(&key_file, &key).expect("writing the CHAP key file");
-    let node1 = common::initiator_name();
+    let node1 = lab::initiator_name();
     let controller_sock = run.join("controller.sock");
     let node_sock = run.join("node.sock");
     let logging = [
@@ -399,12 +391,12 @@ async fn main() -> ExitCode {
         format!("--node-id={node1}"),
     ];
     node_args.extend(logging.iter().cloned());
-    let controller = common::Driver::start("controller", &controller_args, &controller_sock);
-    let node = common::Driver::start("node", &node_args, &node_sock);
-    let ctl_channel = common::connect(&controller_sock).await;
-    let node_channel = common::connect(&node_sock).await;
-    common::wait_ready(&ctl_channel, Duration::from_secs(120)).await;
-    common::wait_ready(&node_channel, Duration::from_secs(120)).await;
+    let controller = lab::Driver::start("controller", &controller_args, &controller_sock);
+    let node = lab::Driver::start("node", &node_args, &node_sock);
+    let ctl_channel = lab::connect(&controller_sock).await;
+    let node_channel = lab::connect(&node_sock).await;
+    lab::wait_ready(&ctl_channel, Duration::from_secs(120)).await;
+    lab::wait_ready(&node_channel, Duration::from_secs(120)).await;
 
     let csi = Csi {
         ctl: lvm_iscsi_csi::csi::controller_client::ControllerClient::new(ctl_channel),
@@ -439,7 +431,7 @@ async fn main() -> ExitCode {
                 .map(|n| n.get())
                 .unwrap_or(0)),
         ),
-        ("driver", json!(common::lab_env("CSI_BIN"))),
+        ("driver", json!(lab::lab_env("CSI_BIN"))),
         ("runs", json!(runs)),
         ("parallel", json!(parallel)),
     ]);

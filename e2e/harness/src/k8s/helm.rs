@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::settings::Settings;
+use super::settings::Settings;
 
 /// The release name the scenario installs.
 pub const RELEASE: &str = "e2e";
@@ -10,8 +10,9 @@ pub const RELEASE: &str = "e2e";
 /// The chart's object name prefix for [`RELEASE`] (its `fullname` helper).
 pub const FULLNAME: &str = "e2e-lvm-iscsi-csi";
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+/// The repository root (this crate lives in e2e/harness).
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 /// Runs `helm_sdk.py <verb>` for the release; `image_values` pins the driver image.

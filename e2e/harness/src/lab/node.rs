@@ -1,7 +1,8 @@
-//! The node lab test's helpers (used by `tests/lab_node.rs`): the controller and the node
-//! plugin as child processes with their gRPC clients (the sidecars' and kubelet's view), each
-//! call made twice and timed, and what the kernel shows about a volume on this node (sysfs,
-//! `iscsiadm`, `/proc/self/mountinfo`, blkid), read without the driver.
+//! The node side of the lab tests (`tests/lab_node.rs`; lab_expand, lab_ops and lab_snapshot
+//! use parts): the controller and the node plugin as child processes with their gRPC clients
+//! (the sidecars' and kubelet's view), each call made twice and timed, and what the kernel
+//! shows about a volume on this node (sysfs, `iscsiadm`, `/proc/self/mountinfo`, blkid), read
+//! without the driver.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -18,7 +19,7 @@ use sha2::{Digest, Sha256};
 use tonic::transport::Channel;
 use tonic::Status;
 
-use crate::common::*;
+use super::*;
 
 /// Where the target listens and the node logs in.
 pub const PORTAL: &str = "127.0.0.1:3260";

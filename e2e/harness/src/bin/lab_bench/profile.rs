@@ -2,9 +2,6 @@
 //! --log-level lvm_iscsi_csi=debug`): every external command it ran is a "ran command" event
 //! carrying the command line, its duration and the RPC span it ran in.
 
-// Each lab program uses its own subset.
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;

@@ -21,15 +21,6 @@
 //! e2e/lab-test.sh in the guest (`--ignored --test-threads=1`), with CSI_BIN, CSI_VG,
 //! CSI_THINPOOL and CSI_LAB_OUT set.
 
-#[path = "lab/common.rs"]
-mod common;
-// This crate uses a subset of the node lab test's helpers.
-#[allow(dead_code)]
-#[path = "lab/node.rs"]
-mod node;
-#[path = "lab/storage.rs"]
-mod storage;
-
 use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -44,9 +35,9 @@ use lvm_iscsi_csi::csi::{
 };
 use tonic::Code;
 
-use common::*;
-use node::*;
-use storage::{clear_port, Backend, Tgtd};
+use lvm_iscsi_csi_e2e::lab::node::*;
+use lvm_iscsi_csi_e2e::lab::storage::{clear_port, Backend, Tgtd};
+use lvm_iscsi_csi_e2e::lab::*;
 
 /// Where the timings go.
 const EXPAND_TIMINGS: &str = "lab_expand-timings.txt";

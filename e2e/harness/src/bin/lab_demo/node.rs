@@ -21,7 +21,7 @@ impl Cluster {
         let session = Observed::session(iqn)?
             .ok_or_else(|| format!("no iSCSI session to {iqn} after NodeStageVolume"))?;
         let dev = Observed::device(PORTAL, iqn, 0)
-            .ok_or_else(|| format!("no /dev/disk/by-path link for {iqn} after NodeStageVolume"))?;
+            .ok_or_else(|| format!("no disk of {iqn} LUN 0 in sysfs after NodeStageVolume"))?;
         let m = mount_at(&v.staging)?
             .ok_or_else(|| format!("nothing mounted at {}", v.staging.display()))?;
         if Path::new(&m.source) != dev {

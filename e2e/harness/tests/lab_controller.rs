@@ -20,11 +20,6 @@
 //! test starts tgtd and stops it when done. `#[ignore]`d: run by e2e/lab-test.sh in the guest
 //! (`--ignored --test-threads=1`), with CSI_BIN, CSI_VG, CSI_THINPOOL and CSI_LAB_OUT set.
 
-#[path = "lab/common.rs"]
-mod common;
-#[path = "lab/storage.rs"]
-mod storage;
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -36,8 +31,8 @@ use lvm_iscsi_csi::csi::*;
 use lvm_iscsi_csi::domain::chap;
 use tonic::transport::Channel;
 
-use common::*;
-use storage::{clear_port, Backend, Seen, Tgtd};
+use lvm_iscsi_csi_e2e::lab::storage::{clear_port, Backend, Seen, Tgtd};
+use lvm_iscsi_csi_e2e::lab::*;
 
 /// Where the target listens and the initiator logs in.
 const PORTAL: &str = "127.0.0.1:3260";

@@ -2,9 +2,6 @@
 //! mountinfo), so the lab programs check the driver's work instead of taking its word.
 //! Commands run quietly here: their output is data, not part of the programs' report.
 
-// Each lab program uses its own subset.
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -132,10 +129,44 @@ impl Observed {
         }))
     }
 
-    /// The block device of `iqn`'s LUN through `portal`, from its udev by-path link.
+    /// The block device of `iqn`'s LUN in the session through `portal`, read from sysfs the
+    /// way the node plugin finds it: `class/iscsi_session/*/targetname`, the connection's
+    /// `persistent_address` and `persistent_port`, then `device/target*/H:C:T:LUN/block/*`.
+    /// The disk is there once NodeStageVolume returns; udev's by-path link to it comes a
+    /// moment later, so a check through the link can run before it exists.
     pub fn device(portal: &str, iqn: &str, lun: u32) -> Option<PathBuf> {
-        let link = format!("/dev/disk/by-path/ip-{portal}-iscsi-{iqn}-lun-{lun}");
-        std::fs::canonicalize(link).ok()
+        let read = |p: PathBuf| std::fs::read_to_string(p).map(|s| s.trim().to_string());
+        let entries = |p: &Path, prefix: &str| -> Vec<PathBuf> {
+            std::fs::read_dir(p)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+                .map(|e| e.path())
+                .collect()
+        };
+        let sessions = entries(Path::new("/sys/class/iscsi_session"), "session");
+        let ours = sessions.iter().filter(|s| {
+            let dev = s.join("device");
+            read(s.join("targetname")).is_ok_and(|t| t == iqn)
+                && entries(&dev, "connection").iter().any(|c| {
+                    let attrs = c
+                        .join("iscsi_connection")
+                        .join(c.file_name().unwrap_or_default());
+                    let address = read(attrs.join("persistent_address")).unwrap_or_default();
+                    let port = read(attrs.join("persistent_port")).unwrap_or_default();
+                    format!("{address}:{port}") == portal
+                })
+        });
+        let suffix = format!(":{lun}");
+        ours.flat_map(|s| entries(&s.join("device"), "target"))
+            .flat_map(|t| entries(&t, ""))
+            .filter(|scsi| {
+                scsi.file_name()
+                    .is_some_and(|n| n.to_string_lossy().ends_with(&suffix))
+            })
+            .flat_map(|scsi| entries(&scsi.join("block"), ""))
+            .find_map(|b| b.file_name().map(|n| Path::new("/dev").join(n)))
     }
 
     /// How many targets LIO has.

@@ -10,13 +10,7 @@
 //! Run by `e2e/demo.sh` inside the lab guest, with `CSI_BIN` (the driver), `CSI_VG`,
 //! `CSI_THINPOOL` and `CSI_LAB_OUT` (where the driver logs go) set.
 
-#[path = "../tests/lab/common.rs"]
-mod common;
-
-#[path = "lab_support/demo_node.rs"]
-mod demo_node;
-#[path = "lab_support/observe.rs"]
-mod observe;
+mod node;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -32,7 +26,8 @@ use lvm_iscsi_csi::csi::*;
 use sha2::{Digest, Sha256};
 use tonic::transport::Channel;
 
-use self::observe::{hex, mount_at, Observed};
+use lvm_iscsi_csi_e2e::lab;
+use lvm_iscsi_csi_e2e::observe::{hex, mount_at, Observed};
 
 /// The driver name kubelet and the attacher know it by.
 const DRIVER: &str = "lvm-iscsi.csi.io";
@@ -446,8 +441,8 @@ fn short(p: &Path) -> String {
 #[tokio::main]
 async fn main() -> ExitCode {
     let started = Instant::now();
-    let vg = common::lab_env_or("CSI_VG", "csivg");
-    let pool = common::lab_env_or("CSI_THINPOOL", "pool0");
+    let vg = lab::lab_env_or("CSI_VG", "csivg");
+    let pool = lab::lab_env_or("CSI_THINPOOL", "pool0");
     let run = std::env::temp_dir().join("lvm-iscsi-csi-demo");
     std::fs::create_dir_all(&run).expect("creating the demo's run directory");
     let key = random_hex(32);
@@ -463,12 +458,12 @@ async fn main() -> ExitCode {
             .expect("creating the CHAP key file");
         std::io::Write::write_all(&mut f, key.as_bytes()).expect("writing the CHAP key file");
     }
-    let node1 = common::initiator_name();
+    let node1 = lab::initiator_name();
 
     let ctl_sock = run.join("controller.sock");
     let node_sock = run.join("node.sock");
     let s = |v: &str| v.to_string();
-    let controller = common::Driver::start(
+    let controller = lab::Driver::start(
         "controller",
         &[
             s("controller"),
@@ -481,7 +476,7 @@ async fn main() -> ExitCode {
         ],
         &ctl_sock,
     );
-    let node = common::Driver::start(
+    let node = lab::Driver::start(
         "node",
         &[
             s("node"),
@@ -492,10 +487,10 @@ async fn main() -> ExitCode {
         ],
         &node_sock,
     );
-    let ctl_channel = common::connect(&ctl_sock).await;
-    let node_channel = common::connect(&node_sock).await;
-    common::wait_ready(&ctl_channel, Duration::from_secs(60)).await;
-    common::wait_ready(&node_channel, Duration::from_secs(60)).await;
+    let ctl_channel = lab::connect(&ctl_sock).await;
+    let node_channel = lab::connect(&node_sock).await;
+    lab::wait_ready(&ctl_channel, Duration::from_secs(60)).await;
+    lab::wait_ready(&node_channel, Duration::from_secs(60)).await;
     println!(
         "controller (pid {}) and node1 (pid {}, initiator {node1}) answer Probe: ready {} ms after start\n",
         controller.pid(),
@@ -527,7 +522,7 @@ async fn main() -> ExitCode {
                 "\nPASS: the PVC's whole life in {} steps, {:.1} s (driver logs: {})",
                 cluster.step,
                 took.as_secs_f64(),
-                common::out_dir().display()
+                lab::out_dir().display()
             );
             ExitCode::SUCCESS
         }

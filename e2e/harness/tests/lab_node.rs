@@ -21,19 +21,14 @@
 //! `#[ignore]`d: run by e2e/lab-test.sh in the guest (`--ignored --test-threads=1`), with
 //! CSI_BIN, CSI_VG, CSI_THINPOOL and CSI_LAB_OUT set.
 
-#[path = "lab/common.rs"]
-mod common;
-#[path = "lab/node.rs"]
-mod node;
-
 use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::Path;
 
 use lvm_iscsi_csi::domain::chap;
 use tonic::Code;
 
-use common::*;
-use node::*;
+use lvm_iscsi_csi_e2e::lab::node::*;
+use lvm_iscsi_csi_e2e::lab::*;
 
 #[tokio::test]
 #[ignore = "needs the kernel lab: e2e/lab-test.sh"]

@@ -11,9 +11,9 @@ use kube::{Api, Client};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::cluster::{self, wait_for};
-use crate::helm;
-use crate::settings::Settings;
+use super::cluster::{self, wait_for};
+use super::helm;
+use super::settings::Settings;
 
 /// The claim's name.
 const CLAIM: &str = "e2e-data";

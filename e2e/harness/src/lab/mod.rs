@@ -1,12 +1,12 @@
-//! Helpers shared by the lab tests (`tests/lab_*.rs`) that drive the real driver binary
-//! inside the lab guest: the environment e2e/lab-test.sh sets, the driver as a child process,
-//! the generated gRPC clients over its unix socket (the way the sidecars and kubelet talk to
-//! it), open-iscsi from the initiator side, and per-RPC timings.
-//!
-//! Use it from a test crate with `#[path = "lab/common.rs"] mod common;`.
+//! Helpers shared by the lab tests (`tests/lab_*.rs`) and the lab programs (demo, benchmark)
+//! that drive the real driver binary inside the lab guest: the environment e2e/lab-test.sh
+//! sets, the driver as a child process, the generated gRPC clients over its unix socket (the
+//! way the sidecars and kubelet talk to it), open-iscsi from the initiator side, and per-RPC
+//! timings. [`node`] and [`storage`] look at a volume from the node's and the storage
+//! side's point of view.
 
-// Each lab test crate uses its own subset of these helpers.
-#![allow(dead_code)]
+pub mod node;
+pub mod storage;
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};

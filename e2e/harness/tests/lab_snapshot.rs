@@ -17,12 +17,6 @@
 //! run by e2e/lab-test.sh in the guest (`--ignored --test-threads=1`), with CSI_BIN, CSI_VG,
 //! CSI_THINPOOL and CSI_LAB_OUT set.
 
-#[path = "lab/common.rs"]
-mod common;
-#[path = "lab/node.rs"]
-#[allow(dead_code)]
-mod node;
-
 use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 
@@ -31,8 +25,8 @@ use lvm_iscsi_csi::csi::volume_content_source::{SnapshotSource, Type as SourceTy
 use lvm_iscsi_csi::csi::*;
 use tonic::Code;
 
-use common::*;
-use node::*;
+use lvm_iscsi_csi_e2e::lab::node::*;
+use lvm_iscsi_csi_e2e::lab::*;
 
 const TIMINGS: &str = "lab_snapshot-timings.txt";
 

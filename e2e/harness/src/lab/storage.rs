@@ -1,11 +1,6 @@
 //! The storage side of the lab tests, read directly (configfs for LIO, `tgtadm` for tgt),
 //! never through the driver: what a volume's export looks like, losing the whole target
 //! configuration as a reboot would, and tgtd's life cycle (the backends share port 3260).
-//!
-//! Use it with `#[path = "lab/storage.rs"] mod storage;` next to `mod common;`.
-
-// Each lab test crate uses its own subset of these helpers.
-#![allow(dead_code)]
 
 use std::path::Path;
 use std::time::Duration;
@@ -13,7 +8,7 @@ use std::time::Duration;
 use lvm_iscsi_csi::export::lio::{LioBackend, HBA};
 use lvm_iscsi_csi::export::TargetBackend;
 
-use crate::common::{must, sh, wait_until};
+use super::{must, sh, wait_until};
 
 /// The driver's default IQN prefix.
 pub const PREFIX: &str = "iqn.2026-11.io.csi.lvm-iscsi";

@@ -3,23 +3,17 @@
 //!
 //! ```text
 //! KUBECONFIG=~/.kube/config E2E_IMAGE=<registry>/lvm-iscsi-csi:<tag> \
-//!   E2E_VALUES=my-values.yaml cargo test --test k8s_e2e -- --ignored --nocapture
+//!   E2E_VALUES=my-values.yaml cargo test -p lvm-iscsi-csi-e2e --test k8s_e2e -- \
+//!   --ignored --nocapture
 //! ```
 //!
 //! Run that way without a reachable cluster it fails and says why; it never passes without
 //! having done the work. See e2e/k8s/README.md for the host prerequisites.
 
-#[path = "../e2e/k8s/cluster.rs"]
-mod cluster;
-#[path = "../e2e/k8s/helm.rs"]
-mod helm;
-#[path = "../e2e/k8s/scenario.rs"]
-mod scenario;
-#[path = "../e2e/k8s/settings.rs"]
-mod settings;
+use lvm_iscsi_csi_e2e::k8s::{cluster, helm, scenario, settings};
 
 #[tokio::test]
-#[ignore = "needs a Kubernetes cluster: KUBECONFIG=... E2E_IMAGE=... cargo test --test k8s_e2e -- --ignored"]
+#[ignore = "needs a Kubernetes cluster: KUBECONFIG=... E2E_IMAGE=... cargo test -p lvm-iscsi-csi-e2e --test k8s_e2e -- --ignored"]
 async fn volume_life_cycle_on_a_real_cluster() {
     let client = match settings::reachable_cluster().await {
         Ok(c) => c,
