@@ -9,6 +9,8 @@
 #   build  compiling the driver (Rust itself comes from rustup, not from here)
 #   lab    the kernel lab (e2e/lab/kernel-lab.sh) and the tools that run inside it
 #   ci     what CI adds: the lab test runner's python3, shellcheck, git
+#   k8s    the Kubernetes lab (e2e/k8s-lab.sh): etcd, containerd, runc, the CNI plugins,
+#          iptables (kube-proxy in the guests), openssl (certificates), mmdebstrap (the image)
 set -euo pipefail
 
 declare -A GROUPS_=(
@@ -16,6 +18,8 @@ declare -A GROUPS_=(
   [lab]="qemu-system-x86 busybox-static kmod cpio lvm2 thin-provisioning-tools open-iscsi tgt
          e2fsprogs xfsprogs util-linux udev iproute2"
   [ci]="git python3 shellcheck"
+  [k8s]="etcd-server containerd runc containernetworking-plugins iptables conntrack openssl mmdebstrap
+         busybox-static"
 )
 
 [ $# -gt 0 ] || { echo "usage: $0 GROUP... (groups: ${!GROUPS_[*]})" >&2; exit 2; }
