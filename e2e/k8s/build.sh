@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # build.sh — the Kubernetes lab's binaries, built from the Go module proxy or taken from the
 # cache: kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kubectl (Kubernetes
-# $K8S_VERSION), the CSI sidecars the chart runs (csi-provisioner, csi-attacher, csi-resizer,
-# csi-snapshotter, snapshot-controller and the snapshot CRDs), and helm.
+# $K8S_VERSION, and kube-proxy), the CSI sidecars the chart runs (csi-provisioner,
+# csi-attacher, csi-resizer, csi-snapshotter, snapshot-controller and the snapshot CRDs), helm,
+# and e2e/k8s/standin (the lab's node-driver-registrar and livenessprobe: the proxy does not
+# serve those two).
 #
 #   e2e/k8s/build.sh [--e2e]     # --e2e: also Kubernetes' e2e suite binary (e2e.test)
 #
@@ -13,6 +15,7 @@
 # Prints one line per piece with where it came from and how long it took.
 set -euo pipefail
 
+HERE=$(cd "$(dirname "$0")" && pwd)
 K8S_VERSION=${K8S_VERSION:-v1.34.4}
 PROVISIONER_VERSION=${PROVISIONER_VERSION:-v5.3.0}
 ATTACHER_VERSION=${ATTACHER_VERSION:-v4.13.0}
@@ -99,13 +102,23 @@ kube_src() { [ -n "$KSRC" ] || KSRC=$(kubernetes_src "$K8S_VERSION"); }
 build_kubernetes() {
   local v=$1 c
   kube_src
-  for c in kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl; do
-    local t0
+  kube_cmds "$v" kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl
+}
+
+kube_cmds() { # VERSION CMD...
+  local v=$1 c t0
+  shift
+  kube_src
+  for c in "$@"; do
     t0=$(date +%s)
     (cd "$KSRC" && "${NICE[@]}" go build -trimpath -ldflags "$(kube_ldflags "$v")" -o "$BIN/$c" "./cmd/$c")
     say "  $c: $(($(date +%s) - t0)) s"
   done
 }
+
+# kube-proxy: in the guests, in-cluster clients reach the apiserver through the kubernetes
+# Service's IP.
+build_kube_proxy() { kube_cmds "$1" kube-proxy; }
 
 build_e2e() {
   local v=$1
@@ -135,14 +148,19 @@ build_snapshotter() {
   mkdir -p "$K8S_CACHE/snapshot-crds"
   cp "$dir"/config/crd/snapshot.storage.k8s.io_*.yaml "$K8S_CACHE/snapshot-crds/"
 }
+build_standin() {
+  (cd "$HERE/standin" && "${NICE[@]}" go build -trimpath -ldflags "-s -w" -o "$BIN/standin" .)
+}
 build_helm() { GOBIN=$BIN "${NICE[@]}" go install -trimpath -ldflags "-s -w" "helm.sh/helm/v3/cmd/helm@$1"; }
 
 piece kubernetes "$K8S_VERSION" build_kubernetes
+piece kube-proxy "$K8S_VERSION" build_kube_proxy
 piece csi-provisioner "$PROVISIONER_VERSION" build_provisioner
 piece csi-attacher "$ATTACHER_VERSION" build_attacher
 piece csi-resizer "$RESIZER_VERSION" build_resizer
 piece csi-snapshotter "$SNAPSHOTTER_VERSION" build_snapshotter
 piece helm "$HELM_VERSION" build_helm
+piece standin "$(cat "$HERE"/standin/{go.mod,go.sum,main.go} | sha256sum | cut -c1-16)" build_standin
 [ $WANT_E2E -eq 0 ] || piece e2e.test "$K8S_VERSION" build_e2e
 [ -z "$KSRC" ] || rm -rf "$KSRC"
 say "binaries in $BIN"

@@ -1,0 +1,3 @@
+module lvm-iscsi-csi/e2e/k8s/standin
+
+go 1.24
