@@ -31,7 +31,7 @@ echo "InitiatorName=iqn.2004-10.com.debian:lab.$NAME" >/etc/iscsi/initiatorname.
 if [ -f /run/iscsid.pid ]; then kill "$(cat /run/iscsid.pid)" 2>/dev/null || true; sleep 1; fi
 iscsid
 mount -t cgroup2 none /sys/fs/cgroup
-echo "+cpuset +cpu +io +memory +pids" >/sys/fs/cgroup/cgroup.subtree_control
+sed 's/\([^ ]\+\)/+\1/g' /sys/fs/cgroup/cgroup.controllers >/sys/fs/cgroup/cgroup.subtree_control
 for m in overlay br_netfilter nf_conntrack iptable_nat iptable_filter xt_conntrack xt_MASQUERADE; do
   modprobe "$m" 2>/dev/null || echo "node $NAME: modprobe $m failed" >&2
 done
@@ -88,6 +88,7 @@ containerd --config "$ETC/containerd.toml" >"$LOG/$NAME-containerd.log" 2>&1 &
 CONTAINERD=$!
 for _ in $(seq 120); do ctr version >/dev/null 2>&1 && break; sleep 0.5; done
 state "importing images"
+shopt -s nullglob
 for img in "$K8S_CACHE"/images/*.tar "$RUN"/images/*.tar; do
   ctr -n k8s.io images import --no-unpack "$img" >>"$LOG/$NAME-images.log" 2>&1 ||
     echo "node $NAME: importing $img failed" >&2
