@@ -10,7 +10,8 @@
 #   lab    the kernel lab (e2e/lab/kernel-lab.sh) and the tools that run inside it
 #   ci     what CI adds: the lab test runner's python3, shellcheck, git
 #   k8s    the Kubernetes lab (e2e/k8s-lab.sh): etcd, containerd, runc, the CNI plugins,
-#          iptables (kube-proxy in the guests), openssl (certificates), mmdebstrap (the image)
+#          iptables (kube-proxy in the guests), openssl and curl (certificates, readiness),
+#          mmdebstrap (the image)
 set -euo pipefail
 
 declare -A GROUPS_=(
@@ -18,7 +19,7 @@ declare -A GROUPS_=(
   [lab]="qemu-system-x86 busybox-static kmod cpio lvm2 thin-provisioning-tools open-iscsi tgt
          e2fsprogs xfsprogs util-linux udev iproute2"
   [ci]="git python3 shellcheck"
-  [k8s]="etcd-server containerd runc containernetworking-plugins iptables conntrack openssl mmdebstrap
+  [k8s]="etcd-server containerd runc containernetworking-plugins iptables conntrack openssl curl mmdebstrap
          busybox-static"
 )
 

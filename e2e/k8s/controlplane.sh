@@ -65,7 +65,8 @@ start() {
     --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
     --profiling=false
   for i in $(seq 120); do
-    if "$BIN/kubectl" --kubeconfig "$KC/admin.conf" get --raw /readyz >/dev/null 2>&1; then break; fi
+    if curl -sf --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" \
+      "https://$ip:6443/readyz" >/dev/null 2>&1; then break; fi
     [ "$i" -lt 120 ] || { echo "controlplane: apiserver not ready after 60 s; see $LOG" >&2; return 1; }
     sleep 0.5
   done
