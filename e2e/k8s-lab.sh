@@ -181,6 +181,10 @@ image:
   pullPolicy: Never
 controller:
   defaultVolumeGroup: $CSI_VG
+node:
+  # host mode runs \`nsenter --target 1 --mount\`: a lab guest's PID 1 is chrooted into the
+  # shared root from the initramfs, so PID 1's mount namespace has the initramfs as its root.
+  iscsiadmMode: direct
 sidecars:
   attacher:
     # The chart's v4.10.0 is not served by the Go module proxy.
