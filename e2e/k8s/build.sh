@@ -8,6 +8,8 @@
 #
 #   e2e/k8s/build.sh [--e2e]     # --e2e: also Kubernetes' e2e suite binary (e2e.test)
 #
+# K8S_SNAPSHOTS=0 leaves out csi-snapshotter and snapshot-controller (the chart's snapshotter
+# is off by default; the snapshot scenarios need them).
 # Everything lands in $K8S_CACHE/bin (default /var/cache/lvm-iscsi-csi-k8s/bin); each piece is
 # keyed by its version (a marker file `$K8S_CACHE/done/<name>@<version>`), so a warm run only
 # checks the markers. Go builds run under `nice -n 15` (a 2-core machine is shared).
@@ -24,7 +26,7 @@ SNAPSHOTTER_VERSION=${SNAPSHOTTER_VERSION:-v8.4.0}
 HELM_VERSION=${HELM_VERSION:-v3.19.0}
 K8S_CACHE=${K8S_CACHE:-/var/cache/lvm-iscsi-csi-k8s}
 BIN=$K8S_CACHE/bin DONE=$K8S_CACHE/done SRC=$K8S_CACHE/src
-WANT_E2E=0
+WANT_E2E=0 WANT_SNAPSHOTS=${K8S_SNAPSHOTS:-1}
 for a in "$@"; do
   case $a in
     --e2e) WANT_E2E=1 ;;
@@ -158,9 +160,9 @@ piece kube-proxy "$K8S_VERSION" build_kube_proxy
 piece csi-provisioner "$PROVISIONER_VERSION" build_provisioner
 piece csi-attacher "$ATTACHER_VERSION" build_attacher
 piece csi-resizer "$RESIZER_VERSION" build_resizer
-piece csi-snapshotter "$SNAPSHOTTER_VERSION" build_snapshotter
 piece helm "$HELM_VERSION" build_helm
 piece standin "$(cat "$HERE"/standin/{go.mod,go.sum,main.go} | sha256sum | cut -c1-16)" build_standin
+[ "$WANT_SNAPSHOTS" = 0 ] || piece csi-snapshotter "$SNAPSHOTTER_VERSION" build_snapshotter
 [ $WANT_E2E -eq 0 ] || piece e2e.test "$K8S_VERSION" build_e2e
 [ -z "$KSRC" ] || rm -rf "$KSRC"
 say "binaries in $BIN"
