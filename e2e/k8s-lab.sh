@@ -64,11 +64,11 @@ GUEST_PIDS=()
 FAILED=""
 fail() { FAILED=$*; echo "k8s-lab: $*" >&2; exit 1; }
 
-teardown() {
-  local rc=$? p i
+teardown() { # [EXIT_STATUS]
+  local rc=${1:-$?} p i
   trap - EXIT INT TERM
   set +e
-  if [ $KEEP = 1 ] && [ -z "$FAILED" ] && [ $rc = 0 ]; then
+  if [ $KEEP = 1 ] && [ -z "$FAILED" ] && [ "$rc" = 0 ]; then
     echo "k8s-lab: cluster up: KUBECONFIG=$KUBECONFIG ip netns exec $NS $BIN/kubectl get nodes; Enter tears it down" >&2
     read -r _ || true
   fi
@@ -85,7 +85,7 @@ teardown() {
     printf '%s\n' "${SUMMARY[@]}"
     echo "total: $((SECONDS - T0)) s"
   } >"$RUN/summary.txt"
-  if [ -z "$FAILED" ] && [ $rc = 0 ]; then
+  if [ -z "$FAILED" ] && [ "$rc" = 0 ]; then
     echo "k8s-lab: PASS in $((SECONDS - T0)) s (${#GUESTS[@]} nodes Ready, chart installed; $RUN/summary.txt)"
   else
     echo "k8s-lab: FAIL in $((SECONDS - T0)) s: ${FAILED:-exit status $rc} (logs: $RUN/log)"
@@ -209,9 +209,21 @@ in_ns "$BIN/helm" install lvm-iscsi-csi deploy/helm/lvm-iscsi-csi --namespace "$
 kctl -n "$DRIVER_NS" get pods -o wide >&2
 note "helm install --wait: $((SECONDS - t)) s"
 # Every node plugin registered with its kubelet: the CSINode objects name the driver.
+# Container logs are kept whatever happens next.
+save_logs() {
+  local p
+  for p in $(kctl -n "$DRIVER_NS" get pods -o name 2>/dev/null); do
+    kctl -n "$DRIVER_NS" logs "$p" --all-containers --prefix >"$RUN/log/${p#pod/}.log" 2>&1 || true
+    kctl -n "$DRIVER_NS" logs "$p" --all-containers --prefix --previous >"$RUN/log/${p#pod/}.previous.log" 2>&1 || true
+  done
+}
+# shellcheck disable=SC2154 # st is set inside the trap
+trap 'st=$?; save_logs; teardown "$st"' EXIT
 wait_for "$WAIT" "driver registered on every node" bash -c \
   "[ \"\$(ip netns exec $NS $BIN/kubectl get csinode -o jsonpath='{range .items[*]}{.spec.drivers[*].name}{\"\\n\"}{end}' | grep -c lvm-iscsi.csi.io)\" = ${#GUESTS[@]} ]"
 note "driver registered on ${#GUESTS[@]} nodes: $((SECONDS - t)) s after helm install started"
-for p in $(kctl -n "$DRIVER_NS" get pods -o name); do
-  kctl -n "$DRIVER_NS" logs "$p" --all-containers --prefix >"$RUN/log/${p#pod/}.log" 2>&1 || true
-done
+# `helm install --wait` counts a container as ready once it started (the chart has no
+# readiness probes): a driver that crashes right after start passes it. No restarts allowed.
+restarts=$(kctl -n "$DRIVER_NS" get pods -o jsonpath='{range .items[*]}{range .status.containerStatuses[*]}{.restartCount}{"\n"}{end}{end}' |
+  awk '{s += $1} END {print s + 0}')
+[ "$restarts" = 0 ] || fail "driver containers restarted $restarts times (logs: $RUN/log)"
