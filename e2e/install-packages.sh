@@ -11,6 +11,9 @@
 #   lab    the kernel lab (e2e/lab/kernel-lab.sh) and the tools that run inside it
 #   ci     what CI adds: the lab test runner's python3, shellcheck, git
 #   python the chart tests' virtualenv (e2e/python-env.sh): python3 with its venv module
+#   k8s    the Kubernetes lab (e2e/k8s-lab.sh): etcd, containerd, runc, the CNI plugins,
+#          iptables (kube-proxy in the guests), openssl and curl (certificates, readiness),
+#          mmdebstrap (the image)
 set -euo pipefail
 
 declare -A GROUPS_=(
@@ -19,6 +22,8 @@ declare -A GROUPS_=(
          e2fsprogs xfsprogs util-linux udev iproute2"
   [ci]="git python3 shellcheck"
   [python]="python3 python3-venv"
+  [k8s]="etcd-server containerd runc containernetworking-plugins iptables conntrack openssl curl mmdebstrap
+         busybox-static"
 )
 
 [ $# -gt 0 ] || { echo "usage: $0 GROUP... (groups: ${!GROUPS_[*]})" >&2; exit 2; }

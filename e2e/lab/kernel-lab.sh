@@ -7,6 +7,7 @@
 #
 #   kernel-lab.sh [-m MEM_MB] [-c CPUS] [-t TIMEOUT_S] [-e KEY[=VAL]]... [-l CONSOLE_LOG]
 #                 [-n NETDEV -a IP/PREFIX [-M MAC]] -- COMMAND [ARGS...]
+#   kernel-lab.sh -p
 #
 # -e exports KEY=VAL to the command in the guest (repeatable); `-e KEY` passes this machine's
 #    current value of KEY.
@@ -16,6 +17,9 @@
 #    one guest and socket,id=n0,connect=127.0.0.1:47001 in another: two kernels (a storage node
 #    and a compute node) on one private wire. -a sets the guest's address on eth0; -M its MAC
 #    (must differ between guests).
+# -p only installs the packages and prepares the kernel and initramfs (the downloads), then
+#    exits: for a caller that boots guests where there is no network (e.g. QEMU started
+#    inside a network namespace, `-n tap,...`).
 #
 # In the guest: modules sd_mod, loop, dm_mod, dm_snapshot, dm_thin_pool, configfs, the LIO target
 # (target_core_*, iscsi_target_mod) and iscsi_tcp are loaded; configfs is mounted at
@@ -31,13 +35,14 @@
 # the one Debian's linux-image-amd64 depends on).
 set -euo pipefail
 
-MEM=2048 CPUS=2 TIMEOUT=900 NETDEV="" IPADDR="" MAC="52:54:00:12:34:56" LOGCOPY=""
+MEM=2048 CPUS=2 TIMEOUT=900 NETDEV="" IPADDR="" MAC="52:54:00:12:34:56" LOGCOPY="" PREPARE_ONLY=0
 ENVS=()
 usage() {
   echo "usage: $0 [-m MB] [-c CPUS] [-t S] [-e KEY[=VAL]]... [-l LOG] [-n NETDEV -a IP/PREFIX [-M MAC]] -- COMMAND..." >&2
+  echo "       $0 -p   (prepare the kernel only)" >&2
   exit 2
 }
-while getopts "m:c:t:e:l:n:a:M:h" o; do
+while getopts "m:c:t:e:l:n:a:M:ph" o; do
   case $o in
     m) MEM=$OPTARG ;;
     c) CPUS=$OPTARG ;;
@@ -47,12 +52,13 @@ while getopts "m:c:t:e:l:n:a:M:h" o; do
     n) NETDEV=$OPTARG ;;
     a) IPADDR=$OPTARG ;;
     M) MAC=$OPTARG ;;
+    p) PREPARE_ONLY=1 ;;
     *) usage ;;
   esac
 done
 shift $((OPTIND - 1))
 [ "${1:-}" = "--" ] && shift
-[ $# -gt 0 ] || usage
+[ $# -gt 0 ] || [ $PREPARE_ONLY = 1 ] || usage
 
 LAB_CACHE=${LAB_CACHE:-/var/cache/kernel-lab}
 KPKG=${KERNEL_PACKAGE:-} # e.g. linux-image-6.1.0-56-amd64
@@ -217,4 +223,4 @@ run_guest() {
 
 install_deps
 prepare_kernel
-run_guest "$@"
+[ $PREPARE_ONLY = 1 ] || run_guest "$@"
