@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use lvm_iscsi_csi::controller::resolver::FakeResolver;
+use lvm_iscsi_csi::controller::fake::FakeResolver;
 use lvm_iscsi_csi::controller::{ControllerService, Settings};
 use lvm_iscsi_csi::csi::controller_client::ControllerClient;
 use lvm_iscsi_csi::csi::controller_server::ControllerServer;

@@ -186,37 +186,6 @@ fn zero_range(file: &File, offset: u64, len: u64) -> nix::Result<()> {
     )
 }
 
-/// A copier for controller tests: records the jobs, can fail once.
-#[cfg(test)]
-#[derive(Debug, Default)]
-pub struct FakeCopier {
-    /// Jobs run so far.
-    pub jobs: std::sync::Mutex<Vec<CopyJob>>,
-    /// The next copy fails.
-    pub fail_next: std::sync::atomic::AtomicBool,
-}
-
-#[cfg(test)]
-#[async_trait]
-impl BlockCopier for FakeCopier {
-    async fn copy(&self, job: CopyJob) -> Result<CopyStats, CopyError> {
-        use std::sync::atomic::Ordering;
-        let dest = job.dest.clone();
-        self.jobs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(job);
-        if self.fail_next.swap(false, Ordering::SeqCst) {
-            return Err(CopyError {
-                what: "cannot write",
-                path: dest,
-                source: io::Error::from_raw_os_error(5),
-            });
-        }
-        Ok(CopyStats::default())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,7 +35,8 @@
 //! - [`request`], [`params`], [`capability`], [`capacity`]: pure checks of the request
 //!   (volume ids, IQNs, portals, the CHAP key, publish_context and access modes are
 //!   [`crate::domain`]'s); `page`: ListVolumes/ListSnapshots paging.
-//! - [`resolver`]: node id -> initiator IQN.
+//! - [`resolver`]: node id -> initiator IQN; `fake`: the resolver and copier doubles (tests
+//!   and the `testing` feature only).
 //! - [`error`]: [`ControllerError`], wrapping each part's own error (mapped to gRPC codes in
 //!   `crate::error`).
 //!
@@ -50,6 +51,8 @@ pub mod delete;
 pub mod error;
 pub mod expand;
 pub mod exports;
+#[cfg(any(test, feature = "testing"))]
+pub mod fake;
 mod gauges;
 mod page;
 pub mod params;

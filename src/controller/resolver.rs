@@ -3,8 +3,6 @@
 //! name and the node plugin has published the IQN in the Node's annotation
 //! `<driver name>/initiator-iqn`.
 
-use std::collections::HashMap;
-
 use async_trait::async_trait;
 
 use crate::domain::Iqn;
@@ -76,41 +74,6 @@ impl InitiatorResolver for NodeResolver {
         value.parse().map_err(|_| ResolveError::BadAnnotation {
             node_id: node_id.to_string(),
             value: value.to_string(),
-        })
-    }
-}
-
-/// A resolver from a fixed table, for tests: listed node ids map to their IQN, initiator
-/// names pass through, anything else is an unknown node.
-#[derive(Debug, Default, Clone)]
-pub struct FakeResolver {
-    /// Node id -> initiator IQN.
-    nodes: HashMap<String, String>,
-}
-
-impl FakeResolver {
-    /// A resolver knowing `nodes` (node id, IQN).
-    pub fn new<I: IntoIterator<Item = (S, S)>, S: Into<String>>(nodes: I) -> Self {
-        FakeResolver {
-            nodes: nodes
-                .into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect(),
-        }
-    }
-}
-
-#[async_trait]
-impl InitiatorResolver for FakeResolver {
-    async fn initiator(&self, node_id: &str) -> Result<Iqn, ResolveError> {
-        let Some(value) = self.nodes.get(node_id) else {
-            return node_id
-                .parse()
-                .map_err(|_| KubeError::NodeNotFound(node_id.to_string()).into());
-        };
-        value.parse().map_err(|_| ResolveError::BadAnnotation {
-            node_id: node_id.to_string(),
-            value: value.clone(),
         })
     }
 }

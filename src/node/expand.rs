@@ -20,7 +20,7 @@ use super::error::NodeError;
 use super::fs::FsType;
 use super::mount::DeviceRef;
 use super::state::StageRecord;
-use super::{resolve, NodeService};
+use super::{mounted_at, resolve, Filesystems, Mounter, NodeConfig, StateDir, Sysfs};
 
 /// How often the disk is rescanned while it is smaller than asked.
 const RESCAN_EVERY: Duration = Duration::from_millis(500);
@@ -173,7 +173,21 @@ fn no_disk(record: &StageRecord) -> NodeError {
     .into()
 }
 
-impl NodeService {
+/// What NodeExpandVolume acts through.
+pub(super) struct Expansion<'a> {
+    /// Settings.
+    pub(super) config: &'a NodeConfig,
+    /// blkid and mkfs.
+    pub(super) fs: &'a Filesystems,
+    /// Mounts.
+    pub(super) mounter: &'a dyn Mounter,
+    /// Device discovery.
+    pub(super) sysfs: &'a Sysfs,
+    /// Stage records.
+    pub(super) state: &'a StateDir,
+}
+
+impl Expansion<'_> {
     /// NodeExpandVolume, validated and under the volume's guard; returns the disk's size.
     pub(super) async fn expand(&self, req: &Expand) -> Result<u64, NodeError> {
         let record =
@@ -245,7 +259,7 @@ impl NodeService {
             }
             .into()
         };
-        match self.mount_at(path).await? {
+        match mounted_at(self.mounter, path).await? {
             Some(m) if m.dev == disk.dev => match m.fs_type.parse::<FsType>() {
                 Ok(fs) if fs.name() == m.fs_type => Ok(Grow::Filesystem(fs, path.to_path_buf())),
                 _ => Err(ExpandError::CannotGrow {

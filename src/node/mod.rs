@@ -47,10 +47,14 @@ use crate::ops::{VolumeGuard, VolumeLocks};
 
 use self::device::Sysfs;
 use self::error::NodeError;
+use self::expand::Expansion;
 use self::fs::Filesystems;
 use self::iscsi::Iscsiadm;
 use self::mount::{mount_at, MountEntry, MountError, Mounter, Unmounted};
+use self::publish::Publishing;
+use self::stage::Staging;
 use self::state::StateDir;
+use self::stats::VolumeStats;
 use crate::domain::Iqn;
 
 pub use self::startup::{read_initiator_name, run};
@@ -125,31 +129,70 @@ impl NodeService {
                 volume_id: volume_id.to_string(),
             })
     }
-
-    /// The top-most mount at `path`.
-    async fn mount_at(&self, path: &Path) -> Result<Option<MountEntry>, NodeError> {
-        Ok(mount_at(&self.mounter.mounts().await?, path).cloned())
+    /// NodeStageVolume's and NodeUnstageVolume's parts.
+    fn staging(&self) -> Staging<'_> {
+        Staging {
+            config: &self.config,
+            iscsi: &self.iscsi,
+            fs: &self.fs,
+            tools: &self.tools,
+            mounter: self.mounter.as_ref(),
+            sysfs: &self.sysfs,
+            state: &self.state,
+        }
     }
 
-    /// Unmounts everything stacked at `path`.
-    async fn unmount_all(&self, path: &Path) -> Result<(), NodeError> {
-        // A path can hold several stacked mounts; a few rounds is more than kubelet makes.
-        const ROUNDS: u32 = 8;
-        for _ in 0..ROUNDS {
-            if self.mounter.unmount(path).await? == Unmounted::NotMounted {
-                return Ok(());
-            }
-            tracing::info!(path = %path.display(), "unmounted");
+    /// NodePublishVolume's and NodeUnpublishVolume's parts.
+    fn publishing(&self) -> Publishing<'_> {
+        Publishing {
+            mounter: self.mounter.as_ref(),
+            sysfs: &self.sysfs,
         }
-        match self.mount_at(path).await? {
-            None => Ok(()),
-            Some(m) => Err(MountError::StillMounted {
-                path: path.to_path_buf(),
-                found: m.device(),
-                rounds: ROUNDS,
-            }
-            .into()),
+    }
+
+    /// NodeExpandVolume's parts.
+    fn expansion(&self) -> Expansion<'_> {
+        Expansion {
+            config: &self.config,
+            fs: &self.fs,
+            mounter: self.mounter.as_ref(),
+            sysfs: &self.sysfs,
+            state: &self.state,
         }
+    }
+
+    /// NodeGetVolumeStats's parts.
+    fn volume_stats(&self) -> VolumeStats<'_> {
+        VolumeStats {
+            mounter: self.mounter.as_ref(),
+            sysfs: &self.sysfs,
+        }
+    }
+}
+
+/// The top-most mount at `path`.
+async fn mounted_at(mounter: &dyn Mounter, path: &Path) -> Result<Option<MountEntry>, NodeError> {
+    Ok(mount_at(&mounter.mounts().await?, path).cloned())
+}
+
+/// Unmounts everything stacked at `path`.
+async fn unmount_all(mounter: &dyn Mounter, path: &Path) -> Result<(), NodeError> {
+    // A path can hold several stacked mounts; a few rounds is more than kubelet makes.
+    const ROUNDS: u32 = 8;
+    for _ in 0..ROUNDS {
+        if mounter.unmount(path).await? == Unmounted::NotMounted {
+            return Ok(());
+        }
+        tracing::info!(path = %path.display(), "unmounted");
+    }
+    match mounted_at(mounter, path).await? {
+        None => Ok(()),
+        Some(m) => Err(MountError::StillMounted {
+            path: path.to_path_buf(),
+            found: m.device(),
+            rounds: ROUNDS,
+        }
+        .into()),
     }
 }
 

@@ -17,7 +17,7 @@ use super::context::{self, Access};
 use super::device::DevNum;
 use super::error::NodeError;
 use super::mount::{DeviceRef, MountEntry, MountMode, MountOptions};
-use super::{resolve, NodeService};
+use super::{mounted_at, resolve, unmount_all, Mounter, Sysfs};
 
 /// What publishing means for the requested access type.
 enum Plan {
@@ -150,7 +150,15 @@ fn published_differently(target_path: &Path, found: &MountEntry, read_only: bool
     .into()
 }
 
-impl NodeService {
+/// What NodePublishVolume and NodeUnpublishVolume act through: mounts and sysfs.
+pub(super) struct Publishing<'a> {
+    /// Mounts.
+    pub(super) mounter: &'a dyn Mounter,
+    /// Device discovery.
+    pub(super) sysfs: &'a Sysfs,
+}
+
+impl Publishing<'_> {
     /// NodePublishVolume, validated and under the volume's guard.
     pub(super) async fn publish(&self, req: &Publish) -> Result<(), NodeError> {
         let target_path = resolve(&req.target_path);
@@ -187,11 +195,10 @@ impl NodeService {
         options: &MountOptions,
         read_only: bool,
     ) -> Result<(), NodeError> {
-        let staged = self
-            .mount_at(staging)
+        let staged = mounted_at(self.mounter, staging)
             .await?
             .ok_or_else(|| not_staged(volume_id, staging))?;
-        if let Some(m) = self.mount_at(target_path).await? {
+        if let Some(m) = mounted_at(self.mounter, target_path).await? {
             if m.dev != staged.dev {
                 return Err(PublishError::Conflict {
                     path: target_path.to_path_buf(),
@@ -233,7 +240,7 @@ impl NodeService {
             }
             .into());
         }
-        if let Some(m) = self.mount_at(target_path).await? {
+        if let Some(m) = mounted_at(self.mounter, target_path).await? {
             let bound = self.mounter.block_device(target_path).await?;
             if bound != Some(disk.dev) {
                 return Err(PublishError::Conflict {
@@ -296,7 +303,7 @@ impl NodeService {
     /// NodeUnpublishVolume, validated and under the volume's guard.
     pub(super) async fn unpublish(&self, req: &Unpublish) -> Result<(), NodeError> {
         let target_path = resolve(&req.target_path);
-        self.unmount_all(&target_path).await?;
+        unmount_all(self.mounter, &target_path).await?;
         match tokio::fs::symlink_metadata(&target_path).await {
             Ok(meta) if meta.is_dir() => tokio::fs::remove_dir(&target_path)
                 .await

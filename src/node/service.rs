@@ -44,7 +44,7 @@ impl Node for NodeService {
         let result = async {
             let stage = validate_stage(&req, &self.config.initiator_iqn)?;
             let _guard = self.lock(&req.volume_id)?;
-            self.stage(&stage).await
+            self.staging().stage(&stage).await
         }
         .await;
         if result.is_err() {
@@ -66,7 +66,7 @@ impl Node for NodeService {
         let result = async {
             let unstage = validate_unstage(&req)?;
             let _guard = self.lock(&req.volume_id)?;
-            self.unstage(&unstage).await
+            self.staging().unstage(&unstage).await
         }
         .await;
         metrics::global().set_iscsi_sessions(self.sysfs.session_count());
@@ -87,7 +87,7 @@ impl Node for NodeService {
             async {
                 let publish = validate_publish(&req)?;
                 let _guard = self.lock(&req.volume_id)?;
-                self.publish(&publish).await?;
+                self.publishing().publish(&publish).await?;
                 Ok(NodePublishVolumeResponse {})
             }
             .await,
@@ -105,7 +105,7 @@ impl Node for NodeService {
             async {
                 let unpublish = validate_unpublish(&req)?;
                 let _guard = self.lock(&req.volume_id)?;
-                self.unpublish(&unpublish).await?;
+                self.publishing().unpublish(&unpublish).await?;
                 Ok(NodeUnpublishVolumeResponse {})
             }
             .await,
@@ -120,7 +120,7 @@ impl Node for NodeService {
         let req = request.into_inner();
         reply(
             "NodeGetVolumeStats",
-            async { self.stats(&validate_stats(&req)?).await }.await,
+            async { self.volume_stats().stats(&validate_stats(&req)?).await }.await,
         )
     }
 
@@ -135,7 +135,7 @@ impl Node for NodeService {
             async {
                 let expand = validate_expand(&req)?;
                 let _guard = self.lock(&req.volume_id)?;
-                let size = self.expand(&expand).await?;
+                let size = self.expansion().expand(&expand).await?;
                 Ok(NodeExpandVolumeResponse {
                     capacity_bytes: i64::try_from(size).unwrap_or(i64::MAX),
                 })

@@ -29,7 +29,10 @@ use super::iscsi::Login;
 use super::mount::{DeviceRef, MountEntry, MountMode, MountOptions};
 use super::state::{StageRecord, StateError};
 use super::superblock;
-use super::{resolve, NodeService};
+use super::{
+    mounted_at, resolve, unmount_all, Filesystems, Iscsiadm, Mounter, NodeConfig, SharedRunner,
+    StateDir, Sysfs,
+};
 
 /// Why a volume cannot be staged or unstaged here (besides the layers' own failures).
 #[derive(Debug, thiserror::Error)]
@@ -203,7 +206,25 @@ pub(super) fn validate_unstage(req: &NodeUnstageVolumeRequest) -> Result<Unstage
     })
 }
 
-impl NodeService {
+/// What NodeStageVolume and NodeUnstageVolume act through.
+pub(super) struct Staging<'a> {
+    /// Settings.
+    pub(super) config: &'a NodeConfig,
+    /// The initiator.
+    pub(super) iscsi: &'a Iscsiadm,
+    /// blkid and mkfs.
+    pub(super) fs: &'a Filesystems,
+    /// blockdev.
+    pub(super) tools: &'a SharedRunner,
+    /// Mounts.
+    pub(super) mounter: &'a dyn Mounter,
+    /// Device discovery.
+    pub(super) sysfs: &'a Sysfs,
+    /// Stage records.
+    pub(super) state: &'a StateDir,
+}
+
+impl Staging<'_> {
     /// NodeStageVolume, validated and under the volume's guard.
     pub(super) async fn stage(&self, req: &Stage) -> Result<(), NodeError> {
         let Stage {
@@ -221,7 +242,7 @@ impl NodeService {
             portals: target.portals.iter().map(ToString::to_string).collect(),
             lun: target.lun,
         };
-        if let Some(mounted) = self.mount_at(&staging).await? {
+        if let Some(mounted) = mounted_at(self.mounter, &staging).await? {
             self.check_staged(&staging, &mounted, target, cap)?;
             // Re-written in case it was lost: unstage needs it.
             self.state.save(&record).await?;
@@ -446,7 +467,7 @@ impl NodeService {
         if existing && !read_only {
             if let Err(e) = self.grow_to_disk(disk, staging, fs).await {
                 // Unmounted again, so that the retry grows it rather than finding it staged.
-                self.unmount_all(staging).await?;
+                unmount_all(self.mounter, staging).await?;
                 return Err(e);
             }
         }
@@ -516,7 +537,7 @@ impl NodeService {
         }
         self.refuse_if_in_use(&mounts, &staging, &disks)?;
         if staged.is_some() {
-            self.unmount_all(&staging).await?;
+            unmount_all(self.mounter, &staging).await?;
         }
         for name in &disks {
             self.remove_disk(name).await?;

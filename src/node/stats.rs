@@ -12,7 +12,7 @@ use crate::csi::{
 use super::context;
 use super::device::DevNum;
 use super::error::NodeError;
-use super::{resolve, NodeService};
+use super::{mounted_at, resolve, Mounter, Sysfs};
 
 /// statvfs numbers in bytes and inodes.
 struct FsUsage {
@@ -77,7 +77,15 @@ pub(super) fn validate_stats(req: &NodeGetVolumeStatsRequest) -> Result<Stats, N
     Ok(Stats { path })
 }
 
-impl NodeService {
+/// What NodeGetVolumeStats reads: the mount table and sysfs.
+pub(super) struct VolumeStats<'a> {
+    /// Mounts.
+    pub(super) mounter: &'a dyn Mounter,
+    /// Device discovery.
+    pub(super) sysfs: &'a Sysfs,
+}
+
+impl VolumeStats<'_> {
     /// NodeGetVolumeStats, validated. It only observes: no guard, so it answers while
     /// another operation on the volume runs.
     pub(super) async fn stats(&self, req: &Stats) -> Result<NodeGetVolumeStatsResponse, NodeError> {
@@ -99,7 +107,7 @@ impl NodeService {
                 volume_condition: Some(self.condition(Some(dev))?),
             });
         }
-        let mounted = self.mount_at(&path).await?;
+        let mounted = mounted_at(self.mounter, &path).await?;
         let fs = statvfs(&path).await?;
         let condition = match mounted {
             Some(m) => self.condition(Some(m.dev))?,

@@ -25,10 +25,13 @@ use crate::lvm::fake::FakeLvm;
 use crate::lvm::Lvm;
 
 use super::capability::tests::{block, mount};
-use super::copy::FakeCopier;
-use super::resolver::FakeResolver;
+use super::copy::CopyJob;
+use super::fake::FakeCopier;
+use super::fake::FakeResolver;
 use super::{ControllerService, Settings};
+use crate::csi::controller_server::Controller;
 use crate::domain::ChapKey;
+use tonic::Request;
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
@@ -162,6 +165,78 @@ impl Harness {
             }))
             .await
             .map(drop)
+    }
+
+    /// The block copies asked of the copier.
+    fn jobs(&self) -> Vec<CopyJob> {
+        self.copier.jobs.lock().unwrap().clone()
+    }
+
+    /// CreateSnapshot of `source` named `name` with `params`.
+    async fn snap(
+        &self,
+        name: &str,
+        source: &str,
+        params: &[(&str, &str)],
+    ) -> Result<Snapshot, tonic::Status> {
+        self.svc
+            .create_snapshot(Request::new(CreateSnapshotRequest {
+                source_volume_id: source.into(),
+                name: name.into(),
+                secrets: HashMap::new(),
+                parameters: params
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            }))
+            .await
+            .map(|r| r.into_inner().snapshot.expect("a snapshot"))
+    }
+
+    async fn snapshot(&self, name: &str, source: &str) -> Snapshot {
+        self.snap(name, source, &[]).await.expect("snapshot")
+    }
+
+    async fn delete_snapshot(&self, id: &str) -> Result<(), tonic::Status> {
+        self.svc
+            .delete_snapshot(Request::new(DeleteSnapshotRequest {
+                snapshot_id: id.into(),
+                secrets: HashMap::new(),
+            }))
+            .await
+            .map(drop)
+    }
+
+    async fn list_snapshots(
+        &self,
+        req: ListSnapshotsRequest,
+    ) -> Result<ListSnapshotsResponse, tonic::Status> {
+        self.svc
+            .list_snapshots(Request::new(req))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    async fn list_snapshot_ids(&self, req: ListSnapshotsRequest) -> Vec<String> {
+        self.list_snapshots(req)
+            .await
+            .expect("list")
+            .entries
+            .into_iter()
+            .filter_map(|e| e.snapshot.map(|s| s.snapshot_id))
+            .collect()
+    }
+
+    async fn volume_ids(&self) -> Vec<String> {
+        self.svc
+            .list_volumes(Request::new(ListVolumesRequest::default()))
+            .await
+            .expect("list volumes")
+            .into_inner()
+            .entries
+            .into_iter()
+            .filter_map(|e| e.volume.map(|v| v.volume_id))
+            .collect()
     }
 }
 

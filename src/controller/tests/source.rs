@@ -37,12 +37,6 @@ async fn try_create(h: &Harness, req: CreateVolumeRequest) -> Result<Volume, ton
         .map(|r| r.into_inner().volume.expect("a volume"))
 }
 
-impl Harness {
-    fn jobs(&self) -> Vec<CopyJob> {
-        self.copier.jobs.lock().unwrap().clone()
-    }
-}
-
 #[tokio::test]
 async fn a_thin_restore_is_a_writable_thin_snapshot_echoing_its_source() {
     let h = Harness::new().await;

@@ -33,7 +33,7 @@ mod tests;
 use std::collections::BTreeSet;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -69,8 +69,8 @@ struct Lio {
     prefix: String,
     /// Where the operations go.
     fs: Arc<dyn Configfs>,
-    /// Held while a network portal is made or removed (see [`portal`]).
-    portals: Mutex<()>,
+    /// Network portals, made and removed one at a time (see [`portal`]).
+    portals: portal::Portals,
 }
 
 impl LioBackend {
@@ -86,7 +86,7 @@ impl LioBackend {
                 root: target_dir(&configfs_root),
                 prefix: normalize_prefix(iqn_prefix),
                 fs,
-                portals: Mutex::new(()),
+                portals: portal::Portals::default(),
             }),
         }
     }
@@ -333,7 +333,7 @@ impl Lio {
         ] {
             self.ensure(&tpg.join("attrib").join(attr), value)?;
         }
-        self.ensure_portals(&tpg.join("np"), &portals)?;
+        self.portals.ensure(self, &tpg.join("np"), &portals)?;
         self.mkdir(&lun)?;
         if let Some(bs) = backstore {
             if self.entries(&lun, Kind::Link)?.is_empty() {
@@ -453,7 +453,7 @@ impl Lio {
                 }
                 self.rmdir(&lun)?;
             }
-            self.remove_portals(&tpg.join("np"))?;
+            self.portals.remove(self, &tpg.join("np"))?;
             self.rmdir(&tpg)?;
         }
         self.rmdir(&target)?;

@@ -8,7 +8,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::MutexGuard;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::configfs::Kind;
@@ -29,56 +29,64 @@ fn np_name(addr: &SocketAddr) -> String {
     }
 }
 
-impl Lio {
+/// Makes and removes the network portals of TPGs, one at a time.
+#[derive(Default)]
+pub(super) struct Portals {
+    /// Held while a portal is made or removed.
+    lock: Mutex<()>,
+}
+
+impl Portals {
     /// Makes the network portals of a TPG (its `np` directory) exactly `wanted`.
-    pub(super) fn ensure_portals(
+    pub(super) fn ensure(
         &self,
+        lio: &Lio,
         np: &Path,
         wanted: &[SocketAddr],
     ) -> Result<(), TargetError> {
-        let _one_at_a_time = self.portal_lock();
-        let existing = self.entries(np, Kind::Dir)?;
+        let _one_at_a_time = self.one_at_a_time();
+        let existing = lio.entries(np, Kind::Dir)?;
         let have: Vec<Option<SocketAddr>> = existing.iter().map(|n| n.parse().ok()).collect();
         for addr in wanted {
             if !have.contains(&Some(*addr)) {
-                self.mkdir_portal(&np.join(np_name(addr)))?;
+                mkdir_portal(lio, &np.join(np_name(addr)))?;
             }
         }
         for (name, addr) in existing.iter().zip(&have) {
             if !addr.is_some_and(|a| wanted.contains(&a)) {
-                self.rmdir(&np.join(name))?;
+                lio.rmdir(&np.join(name))?;
             }
         }
         Ok(())
     }
 
     /// Removes every portal of a TPG (its `np` directory).
-    pub(super) fn remove_portals(&self, np: &Path) -> Result<(), TargetError> {
-        let _one_at_a_time = self.portal_lock();
-        for name in self.entries(np, Kind::Dir)? {
-            self.rmdir(&np.join(name))?;
+    pub(super) fn remove(&self, lio: &Lio, np: &Path) -> Result<(), TargetError> {
+        let _one_at_a_time = self.one_at_a_time();
+        for name in lio.entries(np, Kind::Dir)? {
+            lio.rmdir(&np.join(name))?;
         }
         Ok(())
     }
 
-    fn portal_lock(&self) -> MutexGuard<'_, ()> {
-        self.portals.lock().unwrap_or_else(|e| e.into_inner())
+    fn one_at_a_time(&self) -> MutexGuard<'_, ()> {
+        self.lock.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
 
-    /// Creates the portal `path` (already there is fine), retrying EINVAL.
-    fn mkdir_portal(&self, path: &Path) -> Result<(), TargetError> {
-        let mut tries = 1;
-        loop {
-            match self.fs.mkdir(path) {
-                Ok(()) => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::InvalidInput && tries < ATTEMPTS => {
-                    tracing::debug!(portal = %path.display(), tries, "portal busy (EINVAL), trying again");
-                    std::thread::sleep(BACKOFF * tries);
-                    tries += 1;
-                }
-                Err(e) => return Err(fail("mkdir", path, e)),
+/// Creates the portal `path` (already there is fine), retrying EINVAL.
+fn mkdir_portal(lio: &Lio, path: &Path) -> Result<(), TargetError> {
+    let mut tries = 1;
+    loop {
+        match lio.fs.mkdir(path) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput && tries < ATTEMPTS => {
+                tracing::debug!(portal = %path.display(), tries, "portal busy (EINVAL), trying again");
+                std::thread::sleep(BACKOFF * tries);
+                tries += 1;
             }
+            Err(e) => return Err(fail("mkdir", path, e)),
         }
     }
 }
