@@ -79,6 +79,23 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// A gRPC channel to the server on the unix socket `path`, for unit tests.
+#[cfg(test)]
+pub(crate) async fn unix_channel(path: &Path) -> tonic::transport::Channel {
+    let path = path.to_path_buf();
+    tonic::transport::Endpoint::from_static("http://[::]:50051")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move {
+                tokio::net::UnixStream::connect(path)
+                    .await
+                    .map(hyper_util::rt::TokioIo::new)
+            }
+        }))
+        .await
+        .expect("a channel to the unix socket")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,19 +132,7 @@ mod tests {
             let _ = stopped.await;
         }));
 
-        let path = sock.clone();
-        let channel = tonic::transport::Endpoint::from_static("http://[::]:50051")
-            .connect_with_connector(tower::service_fn(move |_| {
-                let path = path.clone();
-                async move {
-                    tokio::net::UnixStream::connect(path)
-                        .await
-                        .map(hyper_util::rt::TokioIo::new)
-                }
-            }))
-            .await
-            .unwrap();
-        let mut client = IdentityClient::new(channel);
+        let mut client = IdentityClient::new(unix_channel(&sock).await);
         assert!(client.probe(ProbeRequest {}).await.is_ok());
         let err = client.probe(ProbeRequest {}).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::FailedPrecondition);

@@ -235,19 +235,7 @@ mod tests {
     }
 
     async fn client(socket: &Path) -> RegistrationClient<Channel> {
-        let path = socket.to_path_buf();
-        let channel = tonic::transport::Endpoint::from_static("http://[::]:50051")
-            .connect_with_connector(tower::service_fn(move |_| {
-                let path = path.clone();
-                async move {
-                    tokio::net::UnixStream::connect(path)
-                        .await
-                        .map(hyper_util::rt::TokioIo::new)
-                }
-            }))
-            .await
-            .unwrap();
-        RegistrationClient::new(channel)
+        RegistrationClient::new(crate::server::unix_channel(socket).await)
     }
 
     fn start(dir: &Path) -> (PathBuf, Registrar) {
