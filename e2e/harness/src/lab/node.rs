@@ -606,7 +606,11 @@ impl Lab {
             .lines()
             .map(strip_ansi)
             .filter(|l| {
-                l.contains("filesystem created") && l.contains(&format!("volume_id=\"{}\"", v.id))
+                // The RPC's span carries the id: `rpc{method=NodeStageVolume volume_id=vg/lv}`.
+                l.contains("filesystem created")
+                    && [' ', '}']
+                        .iter()
+                        .any(|end| l.contains(&format!("volume_id={}{end}", v.id)))
             })
             .count()
     }
